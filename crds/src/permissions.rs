@@ -1,0 +1,216 @@
+//! The Kubernetes API access of each component: the one list from which the RBAC manifests are
+//! generated and against which the components' API use is checked, so the two cannot drift.
+
+/// Namespace FerroLB runs in.
+pub const SYSTEM_NAMESPACE: &str = "ferrolb-system";
+
+/// Where a permission applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Every namespace, or a cluster-scoped resource (a ClusterRole).
+    Cluster,
+    /// Only FerroLB's own namespace (a Role in `ferrolb-system`).
+    SystemNamespace,
+}
+
+/// Verbs on one resource (or subresource, `services/status`) of one API group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Permission {
+    /// "" for the core group.
+    pub api_group: &'static str,
+    pub resource: &'static str,
+    pub verbs: &'static [&'static str],
+    pub scope: Scope,
+    /// Why the component needs it, written into the generated manifest as a comment.
+    pub reason: &'static str,
+}
+
+/// A FerroLB component and its API access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Component {
+    /// Used for the ServiceAccount, roles and bindings: `ferrolb-<name>`.
+    pub name: &'static str,
+    pub permissions: &'static [Permission],
+}
+
+impl Component {
+    pub fn account_name(&self) -> String {
+        format!("ferrolb-{}", self.name)
+    }
+
+    /// Whether the component may use `verb` on `resource` of `api_group` in `namespace`
+    /// (`None` for cluster-scoped resources or all namespaces).
+    pub fn allows(
+        &self,
+        api_group: &str,
+        resource: &str,
+        verb: &str,
+        namespace: Option<&str>,
+    ) -> bool {
+        self.permissions.iter().any(|p| {
+            p.api_group == api_group
+                && p.resource == resource
+                && p.verbs.contains(&verb)
+                && match p.scope {
+                    Scope::Cluster => true,
+                    Scope::SystemNamespace => namespace == Some(SYSTEM_NAMESPACE),
+                }
+        })
+    }
+}
+
+const READ: &[&str] = &["get", "list", "watch"];
+const WRITE_STATUS: &[&str] = &["patch", "update"];
+const EVENTS: Permission = Permission {
+    api_group: "events.k8s.io",
+    resource: "events",
+    verbs: &["create", "patch"],
+    scope: Scope::Cluster,
+    reason: "events on Services and pools (patch folds repeats into a series)",
+};
+
+pub const CONTROLLER: Component = Component {
+    name: "controller",
+    permissions: &[
+        Permission {
+            api_group: "",
+            resource: "services",
+            verbs: &["get", "list", "watch", "patch"],
+            scope: Scope::Cluster,
+            reason: "watch LoadBalancer Services; patch writes the ip-allocated-from-pool annotation",
+        },
+        Permission {
+            api_group: "",
+            resource: "services/status",
+            verbs: WRITE_STATUS,
+            scope: Scope::Cluster,
+            reason: "write status.loadBalancer.ingress",
+        },
+        Permission {
+            api_group: "",
+            resource: "namespaces",
+            verbs: READ,
+            scope: Scope::Cluster,
+            reason: "namespace labels for serviceAllocation.namespaceSelectors",
+        },
+        Permission {
+            api_group: "ferrolb.io",
+            resource: "ipaddresspools",
+            verbs: READ,
+            scope: Scope::Cluster,
+            reason: "the pools to allocate from",
+        },
+        Permission {
+            api_group: "ferrolb.io",
+            resource: "ipaddresspools/status",
+            verbs: WRITE_STATUS,
+            scope: Scope::Cluster,
+            reason: "pool counts and Ready condition",
+        },
+        EVENTS,
+        Permission {
+            api_group: "coordination.k8s.io",
+            resource: "leases",
+            verbs: &["get", "create", "patch"],
+            scope: Scope::SystemNamespace,
+            reason: "leader election between controller replicas",
+        },
+    ],
+};
+
+pub const SPEAKER: Component = Component {
+    name: "speaker",
+    permissions: &[
+        Permission {
+            api_group: "",
+            resource: "services",
+            verbs: READ,
+            scope: Scope::Cluster,
+            reason: "the external IPs to announce",
+        },
+        Permission {
+            api_group: "discovery.k8s.io",
+            resource: "endpointslices",
+            verbs: READ,
+            scope: Scope::Cluster,
+            reason: "externalTrafficPolicy Local: only nodes with a ready endpoint announce",
+        },
+        Permission {
+            api_group: "",
+            resource: "nodes",
+            verbs: READ,
+            scope: Scope::Cluster,
+            reason: "node labels for nodeSelectors, the exclude label and NetworkUnavailable",
+        },
+        Permission {
+            api_group: "ferrolb.io",
+            resource: "ipaddresspools",
+            verbs: READ,
+            scope: Scope::Cluster,
+            reason: "which pool an IP belongs to",
+        },
+        Permission {
+            api_group: "ferrolb.io",
+            resource: "l2advertisements",
+            verbs: READ,
+            scope: Scope::Cluster,
+            reason: "which pools to announce, from which nodes and interfaces",
+        },
+        Permission {
+            api_group: "ferrolb.io",
+            resource: "servicel2statuses",
+            verbs: &["get", "list", "watch", "create", "delete"],
+            scope: Scope::Cluster,
+            reason: "say where each Service is announced; remove stale ones",
+        },
+        Permission {
+            api_group: "ferrolb.io",
+            resource: "servicel2statuses/status",
+            verbs: WRITE_STATUS,
+            scope: Scope::Cluster,
+            reason: "node, interfaces and IPs of an announcement",
+        },
+        EVENTS,
+        Permission {
+            api_group: "coordination.k8s.io",
+            resource: "leases",
+            verbs: &["get", "list", "watch", "create", "update", "delete"],
+            scope: Scope::SystemNamespace,
+            reason: "per-node liveness Leases that elect the owner of each IP",
+        },
+    ],
+};
+
+pub const COMPONENTS: [Component; 2] = [CONTROLLER, SPEAKER];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespace_scoped_permissions_stop_at_the_system_namespace() {
+        assert!(SPEAKER.allows(
+            "coordination.k8s.io",
+            "leases",
+            "update",
+            Some(SYSTEM_NAMESPACE)
+        ));
+        assert!(!SPEAKER.allows("coordination.k8s.io", "leases", "update", Some("default")));
+        assert!(!SPEAKER.allows("coordination.k8s.io", "leases", "update", None));
+        assert!(CONTROLLER.allows("", "services/status", "patch", Some("shop")));
+        assert!(!CONTROLLER.allows("", "services", "delete", Some("shop")));
+        assert!(!SPEAKER.allows("", "services/status", "patch", Some("shop")));
+    }
+
+    #[test]
+    fn no_duplicate_resources_and_no_wildcards() {
+        for component in COMPONENTS {
+            let mut seen = std::collections::BTreeSet::new();
+            for p in component.permissions {
+                assert!(seen.insert((p.api_group, p.resource, p.scope == Scope::Cluster)));
+                assert!(!p.verbs.is_empty());
+                assert!(!p.verbs.contains(&"*") && p.resource != "*");
+            }
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! The CRD schemas' CEL rules, evaluated the way the API server evaluates them (kube-cel implements
+//! the Kubernetes CEL libraries), and held against the Rust parsers the controller uses: what the
+//! API server accepts, FerroLB understands, with the same words when it refuses.
+
+use ferrolb_crds::addresses::parse_entry;
+use ferrolb_crds::{
+    GratuitousInterval, IPAddressPool, InterfaceName, L2Advertisement, ServiceL2Status,
+};
+use kube::CustomResourceExt;
+use kube_cel::Validator;
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+fn schema_of(
+    crd: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+) -> Value {
+    let version = &crd.spec.versions[0];
+    serde_json::to_value(&version.schema.as_ref().unwrap().open_api_v3_schema).unwrap()
+}
+
+/// The messages of every rule the object breaks; empty when the API server would accept it.
+fn rule_failures(schema: &Value, object: &Value) -> Vec<String> {
+    match Validator::new().validate(schema, object, None) {
+        Ok(()) => Vec::new(),
+        Err(errors) => errors.iter().map(|e| e.message.clone()).collect(),
+    }
+}
+
+fn pool_with(addresses: &[&str]) -> Value {
+    json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "IPAddressPool", "metadata": {"name": "lan"},
+           "spec": {"addresses": addresses}})
+}
+
+fn entry_failures(entry: &str) -> Vec<String> {
+    rule_failures(&schema_of(IPAddressPool::crd()), &pool_with(&[entry]))
+}
+
+#[test]
+fn valid_pools_pass_every_rule() {
+    let schema = schema_of(IPAddressPool::crd());
+    let pool = json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "IPAddressPool", "metadata": {"name": "lan"},
+    "spec": {
+        "addresses": ["198.51.100.0/24", "198.51.100.10-198.51.100.20", "2001:db8:1::/64",
+                      "2001:db8:1::10-2001:db8:1::1f", "203.0.113.7/32", "203.0.113.9-203.0.113.9",
+                      "2001:db8:1:0:ffff::1-2001:db8:1:1::"],
+        "autoAssign": false,
+        "serviceAllocation": {
+            "priority": 0,
+            "namespaces": ["shop"],
+            "namespaceSelectors": [{"matchLabels": {"example.com/team": "edge"}}],
+            "serviceSelectors": [{"matchExpressions": [
+                {"key": "tier", "operator": "In", "values": ["web"]},
+                {"key": "gpu", "operator": "DoesNotExist"}]}]
+        }
+    }});
+    assert_eq!(rule_failures(&schema, &pool), Vec::<String>::new());
+}
+
+#[test]
+fn bad_entries_are_refused_with_what_the_controller_would_say() {
+    let cases = [
+        (
+            "203.0.113.9-203.0.113.1",
+            "range start 203.0.113.9 is after its end 203.0.113.1",
+        ),
+        (
+            "2001:db8:1::2-2001:db8:1::1",
+            "range start 2001:db8:1::2 is after its end 2001:db8:1::1",
+        ),
+        (
+            "198.51.100.1-2001:db8:1::1",
+            "range start 198.51.100.1 and end 2001:db8:1::1 are of different families",
+        ),
+        (
+            "198.51.100.7/24",
+            "198.51.100.7/24 has host bits set; write 198.51.100.0/24",
+        ),
+        (
+            "2001:db8:1::1/64",
+            "2001:db8:1::1/64 has host bits set; write 2001:db8:1::/64",
+        ),
+        (
+            "::ffff:198.51.100.1/128",
+            "::ffff:198.51.100.1/128 is an IPv4-mapped IPv6 address; write the IPv4 address instead",
+        ),
+        (
+            "lan",
+            "lan is neither a CIDR (198.51.100.0/24, 2001:db8:1::/64) nor a range (198.51.100.10-198.51.100.20)",
+        ),
+        (
+            "198.51.100.0/33",
+            "198.51.100.0/33 is neither a CIDR (198.51.100.0/24, 2001:db8:1::/64) nor a range (198.51.100.10-198.51.100.20)",
+        ),
+    ];
+    for (entry, message) in cases {
+        assert_eq!(
+            entry_failures(entry),
+            vec![message.to_owned()],
+            "entry {entry}"
+        );
+        assert_eq!(
+            parse_entry(entry).unwrap_err().to_string(),
+            message,
+            "entry {entry}"
+        );
+    }
+}
+
+/// Address text in the shapes users write, right and wrong.
+fn address_text() -> impl Strategy<Value = String> {
+    let v4 = any::<u8>().prop_map(|last| format!("198.51.100.{last}"));
+    let v4_any = any::<[u8; 4]>().prop_map(|o| format!("{}.{}.{}.{}", o[0], o[1], o[2], o[3]));
+    let v6 = (0u16..4, 0u16..=0xffff).prop_map(|(a, b)| format!("2001:db8:1:{a:x}::{b:x}"));
+    let v6_full = any::<[u16; 8]>().prop_map(|h| {
+        h.iter()
+            .map(|x| format!("{x:x}"))
+            .collect::<Vec<_>>()
+            .join(":")
+    });
+    let junk = prop_oneof![
+        Just("::ffff:198.51.100.1".to_owned()),
+        Just("01.2.3.4".to_owned()),
+        Just("".to_owned()),
+        Just("x".to_owned())
+    ];
+    prop_oneof![4 => v4, 2 => v4_any, 4 => v6, 2 => v6_full, 1 => junk]
+}
+
+fn entry_text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        // Sometimes with a leading zero in the prefix length, which Go's parser refuses.
+        (address_text(), 0u8..=130, prop::bool::weighted(0.1)).prop_map(|(a, p, zero)| {
+            let zero = if zero { "0" } else { "" };
+            format!("{a}/{zero}{p}")
+        }),
+        (address_text(), address_text()).prop_map(|(a, b)| format!("{a}-{b}")),
+        address_text(),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    /// Whatever the API server accepts, the controller parses, and the other way round.
+    #[test]
+    fn schema_and_parser_agree(entry in entry_text()) {
+        let cel = entry_failures(&entry);
+        let rust = parse_entry(&entry);
+        match (&rust, cel.as_slice()) {
+            (Ok(_), []) => {}
+            (Err(e), [only]) => prop_assert_eq!(&e.to_string(), only, "entry {}", entry),
+            _ => prop_assert!(false, "entry {}: parser says {:?}, schema says {:?}", entry, rust, cel),
+        }
+    }
+}
+
+#[test]
+fn selector_rules_refuse_malformed_requirements() {
+    let schema = schema_of(L2Advertisement::crd());
+    let adv = |selector: Value| {
+        json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "L2Advertisement",
+        "metadata": {"name": "a"}, "spec": {"nodeSelectors": [selector]}})
+    };
+    assert_eq!(
+        rule_failures(
+            &schema,
+            &adv(json!({"matchExpressions": [{"key": "zone", "operator": "In"}]}))
+        ),
+        vec!["operator In on zone needs at least one value"]
+    );
+    assert_eq!(
+        rule_failures(
+            &schema,
+            &adv(
+                json!({"matchExpressions": [{"key": "zone", "operator": "Exists", "values": ["a"]}]})
+            )
+        ),
+        vec!["operator Exists on zone takes no values"]
+    );
+    let bad_key = rule_failures(
+        &schema,
+        &adv(json!({"matchLabels": {"bad key!": "x", "ok": "y"}})),
+    );
+    assert_eq!(bad_key.len(), 1);
+    assert!(bad_key[0].ends_with("got: bad key!"), "{bad_key:?}");
+    assert!(
+        rule_failures(
+            &schema,
+            &adv(json!({"matchLabels": {"kubernetes.io/hostname": "node-a"}}))
+        )
+        .is_empty()
+    );
+}
+
+#[test]
+fn interface_and_interval_rules_match_the_parsers() {
+    let schema = schema_of(L2Advertisement::crd());
+    let adv = |spec: Value| {
+        json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "L2Advertisement",
+        "metadata": {"name": "a"}, "spec": spec})
+    };
+    assert!(
+        rule_failures(
+            &schema,
+            &adv(json!({"interfaces": ["eth1"], "gratuitousInterval": "1m30s"}))
+        )
+        .is_empty()
+    );
+    assert_eq!(
+        rule_failures(&schema, &adv(json!({"interfaces": [".."]}))),
+        vec!["\"..\" is not a Linux interface name"]
+    );
+    assert!(InterfaceName::new("..").is_err());
+    for (interval, accepted) in [
+        ("1s", true),
+        ("1h", true),
+        ("999ms", false),
+        ("61m", false),
+        ("30s", true),
+    ] {
+        let failures = rule_failures(&schema, &adv(json!({"gratuitousInterval": interval})));
+        assert_eq!(failures.is_empty(), accepted, "{interval}: {failures:?}");
+        assert_eq!(
+            interval.parse::<GratuitousInterval>().is_ok(),
+            accepted,
+            "{interval}"
+        );
+    }
+}
+
+#[test]
+fn l2_status_ips_must_be_ips() {
+    let schema = schema_of(ServiceL2Status::crd());
+    let status = |ips: Value| {
+        json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "ServiceL2Status",
+        "metadata": {"name": "web", "namespace": "shop"}, "spec": {}, "status": {"node": "node-a", "ips": ips}})
+    };
+    assert!(rule_failures(&schema, &status(json!(["198.51.100.7", "2001:db8:1::7"]))).is_empty());
+    assert_eq!(
+        rule_failures(&schema, &status(json!(["198.51.100.300"]))),
+        vec!["198.51.100.300 is not an IP address"]
+    );
+}

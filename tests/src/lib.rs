@@ -1,0 +1,1 @@
+//! FerroLB end-to-end harness.
