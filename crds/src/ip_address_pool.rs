@@ -21,6 +21,8 @@ pub const MAX_ADDRESS_ENTRIES: u32 = 64;
 pub const MAX_ADDRESS_ENTRY_LENGTH: u32 = 79;
 
 /// A pool of external IP addresses for LoadBalancer Services.
+// Each printcolumn(...) repeats the same keys, which the lint takes for duplicates.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "ferrolb.io",

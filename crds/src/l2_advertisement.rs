@@ -19,6 +19,8 @@ pub const GRATUITOUS_INTERVAL_MIN: Duration = Duration::from_secs(1);
 pub const GRATUITOUS_INTERVAL_MAX: Duration = Duration::from_secs(3600);
 
 /// Announces the addresses of some pools on the local network (ARP for IPv4, NDP for IPv6).
+// Each printcolumn(...) repeats the same keys, which the lint takes for duplicates.
+#[allow(clippy::duplicated_attributes)]
 #[derive(
     CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema,
 )]
@@ -294,7 +296,7 @@ impl FromStr for GratuitousInterval {
 impl fmt::Display for GratuitousInterval {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let millis = self.0.as_millis();
-        if millis % 1000 != 0 {
+        if !millis.is_multiple_of(1000) {
             write!(f, "{millis}ms")
         } else {
             let secs = millis / 1000;

@@ -10,6 +10,8 @@ use crate::schema::{self, OBJECT_NAME_PATTERN};
 
 /// Which node announces a Service's external IPs, on which interfaces. Lives in the Service's
 /// namespace and is owned by the Service, so it goes when the Service goes.
+// Each printcolumn(...) repeats the same keys, which the lint takes for duplicates.
+#[allow(clippy::duplicated_attributes)]
 #[derive(
     CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema,
 )]

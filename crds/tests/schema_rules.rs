@@ -2,6 +2,8 @@
 //! the Kubernetes CEL libraries), and held against the Rust parsers the controller uses: what the
 //! API server accepts, FerroLB understands, with the same words when it refuses.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on bad fixtures
+
 use ferrolb_crds::addresses::parse_entry;
 use ferrolb_crds::{
     GratuitousInterval, IPAddressPool, InterfaceName, L2Advertisement, ServiceL2Status,
