@@ -56,8 +56,3 @@ pub fn name_list(max_items: u32, pattern: &str, max_length: u32, description: &s
         "items": { "type": "string", "minLength": 1, "maxLength": max_length, "pattern": pattern },
     }))
 }
-
-/// A CEL string literal holding `text` (CEL, unlike the OpenAPI `pattern`, needs `\` escaped).
-pub fn cel_string(text: &str) -> String {
-    format!("'{}'", text.replace('\\', "\\\\").replace('\'', "\\'"))
-}
