@@ -76,13 +76,7 @@ pub struct AnnotationValue<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn annotations(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::test_support::labels as annotations;
 
     #[test]
     fn ferrolb_key_wins_over_metallb_aliases() {

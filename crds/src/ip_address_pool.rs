@@ -439,13 +439,7 @@ impl JsonSchema for Count {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::test_support::labels;
 
     #[test]
     fn defaults_apply_when_fields_are_missing() {

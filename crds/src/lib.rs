@@ -11,6 +11,8 @@ pub mod permissions;
 pub mod schema;
 pub mod selector;
 pub mod service_l2_status;
+#[cfg(test)]
+mod test_support;
 
 pub use address_count::AddressCount;
 pub use addresses::{AddressError, AddressSet, IpFamily, IpRange};

@@ -208,13 +208,7 @@ pub fn any_selects(selectors: &[LabelSelector], labels: &BTreeMap<String, String
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::test_support::labels;
 
     fn requirement(key: &str, operator: SelectorOperator, values: &[&str]) -> LabelSelector {
         LabelSelector {
