@@ -64,9 +64,10 @@ const WRITE_STATUS: &[&str] = &["patch", "update"];
 const EVENTS: Permission = Permission {
     api_group: "events.k8s.io",
     resource: "events",
-    verbs: &["create", "patch"],
+    verbs: &["create"],
     scope: Scope::Cluster,
-    reason: "events on Services and pools (patch folds repeats into a series)",
+    // Repeats are suppressed before they are sent, not folded into a series, so no patch.
+    reason: "events on Services: what was assigned, announced or refused, and why",
 };
 
 pub const CONTROLLER: Component = Component {

@@ -1,1 +1,24 @@
-//! placeholder
+//! The FerroLB speaker: elects one node per external IP and answers ARP/NDP for it there.
+//!
+//! Pure cores (no I/O, fully unit- and property-tested):
+//! - [`packet`]: ARP and NDP frames, parsed and validated (RFC 826, 4861, 5227) and built.
+//! - [`election`]: liveness from Lease changes, candidates, rendezvous owners, self-fencing.
+//! - [`announcer`]: what the owner sends (gratuitous bursts and repeats) and answers.
+//! - [`speaker_state`]: the above tied together for one node, fence checked on every frame.
+//! - [`cluster`], [`interfaces`]: Kubernetes objects and rtnetlink links as election inputs.
+//!
+//! I/O glue: [`packet_socket`] (AF_PACKET with a BPF filter, read through Tokio),
+//! [`dataplane`] (the sockets of the announcing interfaces), [`netlink`] (links and addresses
+//! through rtnetlink), [`metrics`], [`cli`].
+
+pub mod announcer;
+pub mod cli;
+pub mod cluster;
+pub mod dataplane;
+pub mod election;
+pub mod interfaces;
+pub mod metrics;
+pub mod netlink;
+pub mod packet;
+pub mod packet_socket;
+pub mod speaker_state;

@@ -1,1 +1,26 @@
-fn main() {}
+//! FerroLB speaker binary.
+
+use anyhow::Context;
+use clap::Parser;
+use ferrolb_speaker::cli::{Args, LogFormat};
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let timing = args.lease_timing().context("lease timing flags")?;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    match args.log_format {
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init(),
+        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+    }
+    tracing::info!(node = %args.node_name, namespace = %args.namespace, ?timing, "ferrolb-speaker starting");
+    // The election, announcer, packet sockets and rtnetlink monitor exist as libraries; the
+    // Kubernetes watches and Lease renewal that drive them do not yet. Say so rather than run
+    // idle and look healthy.
+    anyhow::bail!(
+        "ferrolb-speaker cannot announce yet: the Kubernetes watches and Lease renewal are not implemented"
+    )
+}

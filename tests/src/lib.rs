@@ -1,1 +1,9 @@
 //! FerroLB end-to-end harness.
+//!
+//! The main piece is [`apiserver`], an in-memory double of the Kubernetes API
+//! server that kube-rs clients and kubectl can talk to, and [`harness`], which
+//! lets the same conformance tests run against either the double or a real
+//! cluster named by `FERROLB_TEST_KUBECONFIG`.
+
+pub mod apiserver;
+pub mod harness;

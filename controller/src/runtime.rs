@@ -1,0 +1,522 @@
+//! The controller process: watches, leader election, and carrying out [`Action`]s against the API.
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use ferrolb_crds::{IPAddressPool, IPAddressPoolStatus};
+use futures::stream::{BoxStream, SelectAll};
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource};
+use serde_json::Value;
+use tokio::sync::watch;
+
+use crate::allocator::ServiceKey;
+use crate::cli::{Args, LogFormat};
+use crate::http::{self, Health};
+use crate::leader::{LeaderElector, Timing};
+use crate::metrics::Metrics;
+use crate::service::{pool_annotation_patch, status_patch};
+use crate::state::{Action, State, reason};
+
+/// The field manager of every write.
+pub const FIELD_MANAGER: &str = "ferrolb-controller";
+
+/// Most watch events folded into one step, so a burst costs one pass over the pending work.
+const MAX_BATCH: usize = 1024;
+/// Wait before retrying writes that failed.
+const RETRY_DELAY: Duration = Duration::from_secs(2);
+
+enum Input {
+    Service(watcher::Event<Service>),
+    Pool(watcher::Event<IPAddressPool>),
+    Namespace(watcher::Event<Namespace>),
+    WatchError(&'static str, watcher::Error),
+}
+
+/// Objects received since the last `Init`, applied together at `InitDone`.
+struct Relist<K> {
+    buffer: Option<Vec<K>>,
+    synced: bool,
+}
+
+impl<K> Default for Relist<K> {
+    fn default() -> Self {
+        Self {
+            buffer: None,
+            synced: false,
+        }
+    }
+}
+
+impl<K> Relist<K> {
+    /// Feeds an event; returns the complete list when a (re)list finishes.
+    fn feed(&mut self, event: watcher::Event<K>) -> Result<Option<Vec<K>>, watcher::Event<K>> {
+        match event {
+            watcher::Event::Init => {
+                self.buffer = Some(Vec::new());
+                Ok(None)
+            }
+            watcher::Event::InitApply(object) => {
+                self.buffer.get_or_insert_with(Vec::new).push(object);
+                Ok(None)
+            }
+            watcher::Event::InitDone => {
+                self.synced = true;
+                Ok(Some(self.buffer.take().unwrap_or_default()))
+            }
+            other => Err(other),
+        }
+    }
+}
+
+fn watch_stream<K>(
+    api: Api<K>,
+    wrap: fn(watcher::Event<K>) -> Input,
+    resource: &'static str,
+) -> BoxStream<'static, Input>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+    K::DynamicType: Default,
+{
+    watcher(api, watcher::Config::default())
+        .default_backoff()
+        .map(move |item| match item {
+            Ok(event) => wrap(event),
+            Err(error) => Input::WatchError(resource, error),
+        })
+        .boxed()
+}
+
+/// Connects [`State`] to the cluster.
+pub struct Controller {
+    client: Client,
+    reporter: Reporter,
+    health: Arc<Health>,
+    state: State,
+    services: Relist<Service>,
+    pools: Relist<IPAddressPool>,
+    namespaces: Relist<Namespace>,
+    known_pools: Vec<String>,
+}
+
+fn is_not_found(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if status.code == 404)
+}
+
+/// A merge patch of the whole status, with explicit nulls so that fields no longer reported go away.
+pub fn pool_status_patch(status: &IPAddressPoolStatus) -> Value {
+    let mut value = serde_json::to_value(status).unwrap_or(Value::Null);
+    if let Value::Object(fields) = &mut value {
+        for field in [
+            "observedGeneration",
+            "conditions",
+            "assignedIPv4",
+            "assignedIPv6",
+            "availableIPv4",
+            "availableIPv6",
+            "assigned",
+            "available",
+        ] {
+            fields.entry(field).or_insert(Value::Null);
+        }
+    }
+    serde_json::json!({ "status": value })
+}
+
+impl Controller {
+    pub fn new(
+        client: Client,
+        lb_class: Option<String>,
+        identity: &str,
+        health: Arc<Health>,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.to_owned(),
+            instance: Some(identity.to_owned()),
+        };
+        Self {
+            reporter,
+            client,
+            health,
+            state: State::new(lb_class),
+            services: Relist::default(),
+            pools: Relist::default(),
+            namespaces: Relist::default(),
+            known_pools: Vec::new(),
+        }
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.health.metrics
+    }
+
+    fn synced(&self) -> bool {
+        self.services.synced && self.pools.synced && self.namespaces.synced
+    }
+
+    fn handle(&mut self, input: Input) {
+        match input {
+            Input::Service(event) => match self.services.feed(event) {
+                Ok(Some(all)) => self.state.replace_services(all),
+                Ok(None) => {}
+                Err(watcher::Event::Apply(s)) => self.state.apply_service(s),
+                Err(watcher::Event::Delete(s)) => self.state.delete_service(&s),
+                Err(_) => {}
+            },
+            Input::Pool(event) => match self.pools.feed(event) {
+                Ok(Some(all)) => self.state.replace_pools(all),
+                Ok(None) => {}
+                Err(watcher::Event::Apply(p)) => self.state.apply_pool(p),
+                Err(watcher::Event::Delete(p)) => self.state.delete_pool(&p),
+                Err(_) => {}
+            },
+            Input::Namespace(event) => match self.namespaces.feed(event) {
+                Ok(Some(all)) => self.state.replace_namespaces(all),
+                Ok(None) => {}
+                Err(watcher::Event::Apply(n)) => self.state.apply_namespace(&n),
+                Err(watcher::Event::Delete(n)) => self.state.delete_namespace(&n),
+                Err(_) => {}
+            },
+            Input::WatchError(resource, error) => {
+                tracing::warn!(resource, %error, "watch failed; retrying with backoff");
+                self.metrics().api_error(resource, "watch");
+            }
+        }
+    }
+
+    /// Runs until `shutdown` completes. Writes only while `leader` says so.
+    pub async fn run(
+        mut self,
+        mut leader: watch::Receiver<bool>,
+        shutdown: impl Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        let mut inputs: SelectAll<BoxStream<'static, Input>> = futures::stream::select_all([
+            watch_stream(
+                Api::<Service>::all(self.client.clone()),
+                Input::Service,
+                "services",
+            ),
+            watch_stream(
+                Api::<IPAddressPool>::all(self.client.clone()),
+                Input::Pool,
+                "ipaddresspools",
+            ),
+            watch_stream(
+                Api::<Namespace>::all(self.client.clone()),
+                Input::Namespace,
+                "namespaces",
+            ),
+        ]);
+        let mut is_leader = *leader.borrow_and_update();
+        tracing::info!(leader = is_leader, "controller started");
+        tokio::pin!(shutdown);
+        loop {
+            let idle = if self.state.has_work() {
+                RETRY_DELAY
+            } else {
+                Duration::from_secs(3600)
+            };
+            tokio::select! {
+                () = &mut shutdown => break,
+                changed = leader.changed() => {
+                    changed.context("leader election stopped")?;
+                    let now_leader = *leader.borrow_and_update();
+                    if now_leader && !is_leader {
+                        tracing::info!("became leader; rebuilding allocations from Service status");
+                        self.state.request_rebuild();
+                    } else if !now_leader && is_leader {
+                        tracing::warn!("lost leadership; no longer writing");
+                    }
+                    is_leader = now_leader;
+                }
+                input = inputs.next() => {
+                    let Some(input) = input else { break };
+                    self.handle(input);
+                    for _ in 0..MAX_BATCH {
+                        match inputs.next().now_or_never() {
+                            Some(Some(more)) => self.handle(more),
+                            _ => break,
+                        }
+                    }
+                }
+                () = tokio::time::sleep(idle) => {}
+            }
+            self.health.ready.store(self.synced(), Ordering::Relaxed);
+            if self.synced() && is_leader && self.state.has_work() {
+                let started = Instant::now();
+                let actions = self.state.step(Timestamp::now());
+                self.execute(actions).await;
+                self.update_pool_metrics();
+                self.metrics()
+                    .reconcile_duration
+                    .observe(started.elapsed().as_secs_f64());
+            }
+        }
+        tracing::info!("controller stopping");
+        Ok(())
+    }
+
+    fn update_pool_metrics(&mut self) {
+        let usage = self.state.pool_usage();
+        let names: Vec<String> = self
+            .state
+            .assessments()
+            .iter()
+            .map(|a| a.name.clone())
+            .collect();
+        for gone in self.known_pools.iter().filter(|p| !names.contains(p)) {
+            self.health.metrics.remove_pool(gone);
+        }
+        for (pool, family, total, in_use) in usage {
+            self.health.metrics.set_pool(&pool, family, total, in_use);
+        }
+        self.known_pools = names;
+    }
+
+    async fn execute(&mut self, actions: Vec<Action>) {
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..Default::default()
+        };
+        for action in actions {
+            match action {
+                Action::ServiceStatus { service, addresses } => {
+                    self.patch_service_status(&params, service, &addresses)
+                        .await;
+                }
+                Action::ServicePoolAnnotation { service, pool } => {
+                    let api: Api<Service> =
+                        Api::namespaced(self.client.clone(), &service.namespace);
+                    let patch = Patch::Merge(pool_annotation_patch(pool.as_deref()));
+                    match api.patch(&service.name, &params, &patch).await {
+                        Ok(written) => self.state.written_service(written),
+                        Err(error) if is_not_found(&error) => {}
+                        Err(error) => {
+                            tracing::warn!(service = %service, %error, "writing the pool annotation failed");
+                            self.metrics().api_error("services", "patch");
+                            self.state.retry(service);
+                        }
+                    }
+                }
+                Action::ServiceEvent {
+                    service,
+                    warning,
+                    reason: event_reason,
+                    message,
+                } => self.publish(&service, warning, event_reason, message).await,
+                Action::PoolStatus { pool, status } => {
+                    let api: Api<IPAddressPool> = Api::all(self.client.clone());
+                    let patch = Patch::Merge(pool_status_patch(&status));
+                    match api.patch_status(&pool, &params, &patch).await {
+                        Ok(_) => self.state.written_pool_status(&pool, status),
+                        Err(error) if is_not_found(&error) => {}
+                        Err(error) => {
+                            tracing::warn!(pool, %error, "writing pool status failed");
+                            self.metrics().api_error("ipaddresspools/status", "patch");
+                        }
+                    }
+                }
+                Action::AllocationFailure { metric_reason } => {
+                    self.metrics().allocation_failed(metric_reason);
+                }
+            }
+        }
+    }
+
+    async fn patch_service_status(
+        &mut self,
+        params: &PatchParams,
+        service: ServiceKey,
+        addresses: &[IpAddr],
+    ) {
+        let api: Api<Service> = Api::namespaced(self.client.clone(), &service.namespace);
+        let patch = Patch::Merge(status_patch(addresses));
+        match api.patch_status(&service.name, params, &patch).await {
+            Ok(written) => self.state.written_service(written),
+            Err(error) if is_not_found(&error) => {}
+            Err(error) => {
+                tracing::warn!(service = %service, %error, "writing Service status failed");
+                self.metrics().api_error("services/status", "patch");
+                self.state.retry(service);
+            }
+        }
+    }
+
+    async fn publish(
+        &self,
+        service: &ServiceKey,
+        warning: bool,
+        event_reason: &'static str,
+        message: String,
+    ) {
+        if warning {
+            tracing::warn!(service = %service, reason = event_reason, "{message}");
+        } else {
+            tracing::info!(service = %service, reason = event_reason, "{message}");
+        }
+        let Some(object) = self.state.service(service) else {
+            return;
+        };
+        let reference = object.object_ref(&());
+        let event = KubeEvent {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: event_reason.to_owned(),
+            note: Some(message),
+            action: match event_reason {
+                reason::CLEAR_ASSIGNMENT => "Release",
+                _ => "Allocate",
+            }
+            .to_owned(),
+            secondary: None,
+        };
+        // A Recorder folds events with the same reason into a series that keeps the first note;
+        // a fresh one per event keeps every note exact (State already drops repeats).
+        let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
+        if let Err(error) = recorder.publish(&event, &reference).await {
+            tracing::warn!(service = %service, %error, "publishing an event failed");
+            self.metrics().api_error("events", "create");
+        }
+    }
+}
+
+/// Text or JSON logs, filtered by RUST_LOG (default info).
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // A second initialisation (tests) is harmless; ignore it.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the controller");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("shutdown requested");
+}
+
+/// Who this replica is in the Lease and in events.
+fn identity() -> String {
+    let host = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "ferrolb-controller".to_owned());
+    format!("{host}-{}", std::process::id())
+}
+
+/// The whole process: logging, HTTP endpoints, leader election and the controller loop.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    init_logging(args.log_format);
+    let client = Client::try_default()
+        .await
+        .context("no Kubernetes API: set KUBECONFIG, have ~/.kube/config, or run in a cluster")?;
+    let health = Arc::new(Health::new(Metrics::new()));
+    let listener = http::bind(args.metrics_bind_address).await?;
+    let server = tokio::spawn(http::serve(listener, health.clone()));
+    let identity = identity();
+    let controller = Controller::new(client.clone(), args.lb_class.clone(), &identity, health);
+    let result = if args.leader_elect {
+        let leases: Api<Lease> = Api::namespaced(client, &args.lease_namespace);
+        let election =
+            LeaderElector::new(leases, &args.lease_name, &identity, Timing::default()).start();
+        let result = controller
+            .run(election.leader.clone(), shutdown_signal())
+            .await;
+        // Release the Lease so a standby takes over now rather than at expiry.
+        election.step_down().await;
+        result
+    } else {
+        let (_always_leader, leader) = watch::channel(true);
+        controller.run(leader, shutdown_signal()).await
+    };
+    server.abort();
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrolb_crds::AddressCount;
+    use ferrolb_crds::ip_address_pool::FamilyCounts;
+
+    #[test]
+    fn pool_status_patch_removes_fields_no_longer_reported() {
+        let mut status = IPAddressPoolStatus::default();
+        status.set_counts(
+            FamilyCounts {
+                ipv4: Some(AddressCount::new(1)),
+                ipv6: None,
+            },
+            FamilyCounts {
+                ipv4: Some(AddressCount::new(3)),
+                ipv6: None,
+            },
+        );
+        let patch = pool_status_patch(&status);
+        assert_eq!(patch["status"]["assignedIPv4"], "1");
+        assert_eq!(patch["status"]["assignedIPv6"], Value::Null);
+        assert!(
+            patch["status"]
+                .as_object()
+                .unwrap()
+                .contains_key("availableIPv6")
+        );
+    }
+
+    #[test]
+    fn a_relist_replaces_everything_at_init_done() {
+        let mut relist: Relist<u32> = Relist::default();
+        assert!(matches!(relist.feed(watcher::Event::Init), Ok(None)));
+        assert!(matches!(
+            relist.feed(watcher::Event::InitApply(1)),
+            Ok(None)
+        ));
+        assert!(matches!(
+            relist.feed(watcher::Event::InitApply(2)),
+            Ok(None)
+        ));
+        assert_eq!(
+            relist.feed(watcher::Event::InitDone).ok().flatten(),
+            Some(vec![1, 2])
+        );
+        assert!(relist.synced);
+        assert!(matches!(
+            relist.feed(watcher::Event::Apply(3)),
+            Err(watcher::Event::Apply(3))
+        ));
+    }
+}

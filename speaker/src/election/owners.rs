@@ -1,0 +1,257 @@
+//! The owner of every announcement group: the live candidate with the highest rendezvous score.
+//!
+//! An *announcement group* is a set of external IPs that must be answered for by one node: the
+//! IPs of one Service (so both families of a dual-stack Service land together), joined with
+//! those of every Service that shares any of them (so all Services sharing an IP agree), and so
+//! on transitively. Its *key*, the one value hashed with each node name, is its lowest IP (every
+//! IPv4 address orders before every IPv6 address, then by numeric value). Keying by the lowest
+//! IP rather than the whole set means that adding an IPv6 address to an IPv4 Service, or a
+//! second Service to a shared IP, leaves the owner where it was.
+//!
+//! A node is a candidate for a group when its speaker is alive, nothing about the node rules it
+//! out (see [`NodeFacts::may_announce`]), it holds a ready or serving endpoint of every Service
+//! of the group with `externalTrafficPolicy: Local`, and it has an interface for every IP of
+//! the group (see [`announcing_interfaces`]). The result depends on these facts alone, not on
+//! the order they are given in, so every speaker computes the same owners from the same view.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use ferrolb_crds::{InterfaceName, L2AdvertisementSpec};
+
+use super::candidates::{
+    NodeFacts, PoolFacts, advertisements_covering_ip, has_interface_for, interfaces_for,
+};
+use super::rendezvous;
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServiceId {
+    pub namespace: String,
+    pub name: String,
+}
+
+/// A LoadBalancer Service with external IPs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServiceFacts {
+    pub id: ServiceId,
+    pub ips: Vec<IpAddr>,
+    /// `externalTrafficPolicy: Local`: only nodes in `endpoint_nodes` may announce.
+    pub local_traffic_policy: bool,
+    /// Nodes holding a ready or serving endpoint of the Service (from its EndpointSlices).
+    pub endpoint_nodes: BTreeSet<String>,
+}
+
+impl Default for ServiceId {
+    fn default() -> Self {
+        Self {
+            namespace: "default".into(),
+            name: String::new(),
+        }
+    }
+}
+
+/// Everything the election reads.
+#[derive(Clone, Copy, Debug)]
+pub struct ClusterView<'a> {
+    pub nodes: &'a [NodeFacts],
+    /// Speakers counted alive (see `Liveness`), this node included when it may answer.
+    pub alive: &'a BTreeSet<String>,
+    pub pools: &'a [PoolFacts],
+    pub advertisements: &'a [L2AdvertisementSpec],
+    pub services: &'a [ServiceFacts],
+}
+
+/// The node answering for a group, and where.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    pub node: String,
+    /// For each IP of the group, the interfaces it is announced on (never empty).
+    pub interfaces: BTreeMap<IpAddr, BTreeSet<InterfaceName>>,
+}
+
+/// IPs that one node announces together.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Group {
+    /// The lowest IP: what is hashed.
+    pub key: IpAddr,
+    pub ips: BTreeSet<IpAddr>,
+    pub services: BTreeSet<ServiceId>,
+    /// The live candidates (names shared between groups).
+    pub candidates: BTreeSet<Arc<str>>,
+    /// None when no node is a candidate.
+    pub owner: Option<Owner>,
+}
+
+/// The owners of every group.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Election {
+    groups: BTreeMap<IpAddr, Group>,
+    group_of_ip: BTreeMap<IpAddr, IpAddr>,
+}
+
+impl Election {
+    pub fn run(view: ClusterView<'_>) -> Self {
+        let mut election = Election::default();
+        let nodes: BTreeMap<&str, &NodeFacts> = view
+            .nodes
+            .iter()
+            .rev()
+            .map(|node| (node.name.as_str(), node))
+            .collect();
+        // Which advertisements select which node, once per election rather than per IP; names
+        // shared, since every group lists its candidates.
+        let nodes: Vec<(Arc<str>, &NodeFacts, Vec<bool>)> = nodes
+            .into_iter()
+            .map(|(name, node)| {
+                let selected_by = view
+                    .advertisements
+                    .iter()
+                    .map(|advertisement| advertisement.selects_node(&node.labels))
+                    .collect();
+                (Arc::from(name), node, selected_by)
+            })
+            .collect();
+        for (key, members) in sharing_groups(view.services) {
+            let ips: BTreeSet<IpAddr> =
+                members.iter().flat_map(|s| s.ips.iter().copied()).collect();
+            let covering_ips: Vec<(IpAddr, Vec<usize>)> = ips
+                .iter()
+                .map(|&ip| {
+                    (
+                        ip,
+                        advertisements_covering_ip(ip, view.pools, view.advertisements),
+                    )
+                })
+                .collect();
+            let covering_on = |ip_covering: &'_ [usize], selected_by: &'_ [bool]| {
+                ip_covering
+                    .iter()
+                    .filter(|&&index| selected_by.get(index).copied().unwrap_or(false))
+                    .filter_map(|&index| view.advertisements.get(index))
+                    .collect::<Vec<_>>()
+            };
+            let mut candidates: BTreeSet<Arc<str>> = BTreeSet::new();
+            for (name, node, selected_by) in &nodes {
+                let eligible = view.alive.contains(&**name)
+                    && node.may_announce()
+                    && members
+                        .iter()
+                        .filter(|s| s.local_traffic_policy)
+                        .all(|s| s.endpoint_nodes.contains(&**name))
+                    && covering_ips.iter().all(|(ip, covering)| {
+                        has_interface_for(*ip, node, covering_on(covering, selected_by).into_iter())
+                    });
+                if eligible {
+                    candidates.insert(name.clone());
+                }
+            }
+            // Interfaces are listed for the winner only: most candidates never need them.
+            let owner =
+                rendezvous::winner(key, candidates.iter().map(|c| &**c)).and_then(|winner| {
+                    let (_, node, selected_by) =
+                        nodes.iter().find(|(name, _, _)| &**name == winner)?;
+                    let interfaces = covering_ips
+                        .iter()
+                        .map(|(ip, covering)| {
+                            (
+                                *ip,
+                                interfaces_for(
+                                    *ip,
+                                    node,
+                                    covering_on(covering, selected_by).into_iter(),
+                                ),
+                            )
+                        })
+                        .collect();
+                    Some(Owner {
+                        node: winner.to_owned(),
+                        interfaces,
+                    })
+                });
+            for &ip in &ips {
+                election.group_of_ip.insert(ip, key);
+            }
+            election.groups.insert(
+                key,
+                Group {
+                    key,
+                    ips,
+                    services: members.iter().map(|s| s.id.clone()).collect(),
+                    candidates,
+                    owner,
+                },
+            );
+        }
+        election
+    }
+
+    pub fn groups(&self) -> impl Iterator<Item = &Group> {
+        self.groups.values()
+    }
+
+    pub fn group_of(&self, ip: IpAddr) -> Option<&Group> {
+        self.group_of_ip
+            .get(&ip)
+            .and_then(|key| self.groups.get(key))
+    }
+
+    pub fn owner_of(&self, ip: IpAddr) -> Option<&str> {
+        self.group_of(ip)
+            .and_then(|group| group.owner.as_ref())
+            .map(|owner| owner.node.as_str())
+    }
+
+    /// What `node` announces: each IP it owns with its interfaces.
+    pub fn owned_by(&self, node: &str) -> BTreeMap<IpAddr, BTreeSet<InterfaceName>> {
+        self.groups
+            .values()
+            .filter_map(|group| group.owner.as_ref())
+            .filter(|owner| owner.node == node)
+            .flat_map(|owner| owner.interfaces.clone())
+            .collect()
+    }
+}
+
+/// Services joined into groups by shared IPs, keyed by each group's lowest IP.
+fn sharing_groups(services: &[ServiceFacts]) -> BTreeMap<IpAddr, Vec<&ServiceFacts>> {
+    // Union-find over IPs where each root is the lowest IP of its set, so a root is a group key.
+    let mut parent: BTreeMap<IpAddr, IpAddr> = BTreeMap::new();
+    fn root(parent: &BTreeMap<IpAddr, IpAddr>, mut ip: IpAddr) -> IpAddr {
+        while let Some(&up) = parent.get(&ip) {
+            if up == ip {
+                break;
+            }
+            ip = up;
+        }
+        ip
+    }
+    for service in services {
+        for &ip in &service.ips {
+            parent.entry(ip).or_insert(ip);
+        }
+        if let Some((&first, rest)) = service.ips.split_first() {
+            for &ip in rest {
+                let (a, b) = (root(&parent, first), root(&parent, ip));
+                let (low, high) = if a <= b { (a, b) } else { (b, a) };
+                parent.insert(high, low);
+            }
+        }
+    }
+    let mut groups: BTreeMap<IpAddr, Vec<&ServiceFacts>> = BTreeMap::new();
+    for service in services {
+        if let Some(&first) = service.ips.first() {
+            groups
+                .entry(root(&parent, first))
+                .or_default()
+                .push(service);
+        }
+    }
+    for members in groups.values_mut() {
+        members.sort_by(|a, b| a.id.cmp(&b.id));
+    }
+    groups
+}
+
+#[cfg(test)]
+mod tests;

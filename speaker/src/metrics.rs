@@ -1,0 +1,222 @@
+//! Prometheus metrics of the speaker.
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::announcer::OwnershipChange;
+use crate::packet::ParseError;
+
+type Labels = Vec<(String, String)>;
+
+fn label(key: &str, value: &str) -> Labels {
+    vec![(key.to_owned(), value.to_owned())]
+}
+
+/// Every metric the speaker exports.
+pub struct Metrics {
+    pub registry: Registry,
+    frames_dropped: Family<Labels, Counter>,
+    replies_sent: Family<Labels, Counter>,
+    gratuitous_sent: Family<Labels, Counter>,
+    conflicts: Family<Labels, Counter>,
+    ownership_changes: Family<Labels, Counter>,
+    announced_ips: Gauge,
+    live_peers: Gauge,
+    fenced: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// "arp" or "ndp", from the EtherType of a frame we built.
+fn protocol(frame: &[u8]) -> &'static str {
+    match frame.get(12..14) {
+        Some([0x08, 0x06]) => "arp",
+        _ => "ndp",
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("ferrolb_speaker");
+        let metrics = Self {
+            frames_dropped: Family::default(),
+            replies_sent: Family::default(),
+            gratuitous_sent: Family::default(),
+            conflicts: Family::default(),
+            ownership_changes: Family::default(),
+            announced_ips: Gauge::default(),
+            live_peers: Gauge::default(),
+            fenced: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "frames_dropped",
+            "Received frames not acted on, by reason",
+            metrics.frames_dropped.clone(),
+        );
+        registry.register(
+            "replies_sent",
+            "ARP replies and solicited Neighbor Advertisements sent, by protocol",
+            metrics.replies_sent.clone(),
+        );
+        registry.register(
+            "gratuitous_sent",
+            "Gratuitous ARP and unsolicited Neighbor Advertisements sent, by protocol",
+            metrics.gratuitous_sent.clone(),
+        );
+        registry.register(
+            "ip_conflicts",
+            "ARP/NDP messages claiming an announced IP for a MAC of no FerroLB node, by interface",
+            metrics.conflicts.clone(),
+        );
+        registry.register(
+            "ownership_changes",
+            "IPs gained or lost by this node",
+            metrics.ownership_changes.clone(),
+        );
+        registry.register(
+            "announced_ips",
+            "IPs this node answers for",
+            metrics.announced_ips.clone(),
+        );
+        registry.register(
+            "live_peers",
+            "Other speakers whose Lease this node saw change within the lease duration",
+            metrics.live_peers.clone(),
+        );
+        registry.register(
+            "fenced",
+            "1 while this speaker may not answer (its Lease is not renewed), else 0",
+            metrics.fenced.clone(),
+        );
+        Self {
+            registry,
+            ..metrics
+        }
+    }
+
+    pub fn frame_dropped(&self, error: ParseError) {
+        self.frames_dropped
+            .get_or_create(&label("reason", error.reason()))
+            .inc();
+    }
+
+    pub fn reply_sent(&self, frame: &[u8]) {
+        self.replies_sent
+            .get_or_create(&label("protocol", protocol(frame)))
+            .inc();
+    }
+
+    pub fn gratuitous_sent(&self, frame: &[u8]) {
+        self.gratuitous_sent
+            .get_or_create(&label("protocol", protocol(frame)))
+            .inc();
+    }
+
+    pub fn conflict(&self, interface: &str) {
+        self.conflicts
+            .get_or_create(&label("interface", interface))
+            .inc();
+    }
+
+    pub fn ownership_changed(&self, changes: &[OwnershipChange]) {
+        for change in changes {
+            let kind = match change {
+                OwnershipChange::Gained(_) => "gained",
+                OwnershipChange::Lost(_) => "lost",
+            };
+            self.ownership_changes
+                .get_or_create(&label("change", kind))
+                .inc();
+        }
+    }
+
+    pub fn set_state(&self, announced_ips: usize, live_peers: usize, fenced: bool) {
+        let as_gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.announced_ips.set(as_gauge(announced_ips));
+        self.live_peers.set(as_gauge(live_peers));
+        self.fenced.set(i64::from(fenced));
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use super::*;
+    use crate::packet::{MacAddr, arp, ndp};
+
+    #[test]
+    fn metrics_are_exported_under_the_speaker_prefix() {
+        let metrics = Metrics::new();
+        let mac = MacAddr([0x02, 0, 0, 0, 0, 1]);
+        metrics.frame_dropped(ParseError::HopLimitNot255(64));
+        metrics.reply_sent(&arp::gratuitous_reply("198.51.100.1".parse().unwrap(), mac));
+        metrics.gratuitous_sent(&ndp::unsolicited_advertisement(
+            "2001:db8::1".parse().unwrap(),
+            mac,
+        ));
+        metrics.conflict("eth0");
+        let ip: IpAddr = "198.51.100.1".parse().unwrap();
+        metrics.ownership_changed(&[OwnershipChange::Gained(ip), OwnershipChange::Lost(ip)]);
+        metrics.set_state(3, 2, true);
+        let text = metrics.encode();
+        for expected in [
+            r#"ferrolb_speaker_frames_dropped_total{reason="hop_limit_not_255"} 1"#,
+            r#"ferrolb_speaker_replies_sent_total{protocol="arp"} 1"#,
+            r#"ferrolb_speaker_gratuitous_sent_total{protocol="ndp"} 1"#,
+            r#"ferrolb_speaker_ip_conflicts_total{interface="eth0"} 1"#,
+            r#"ferrolb_speaker_ownership_changes_total{change="gained"} 1"#,
+            "ferrolb_speaker_announced_ips 3",
+            "ferrolb_speaker_live_peers 2",
+            "ferrolb_speaker_fenced 1",
+        ] {
+            assert!(text.contains(expected), "{expected} missing from\n{text}");
+        }
+    }
+
+    #[test]
+    fn every_drop_reason_is_distinct() {
+        let reasons = [
+            ParseError::Truncated,
+            ParseError::UnsupportedEthertype(0),
+            ParseError::InvalidEthernetSource,
+            ParseError::NotEthernetIpv4Arp,
+            ParseError::UnsupportedArpOperation(0),
+            ParseError::InvalidArpSender,
+            ParseError::ArpReplyWithoutSenderIp,
+            ParseError::NotIpv6,
+            ParseError::NotIcmpv6(0),
+            ParseError::NotNeighborDiscovery(0),
+            ParseError::HopLimitNot255(0),
+            ParseError::NonZeroCode(0),
+            ParseError::BadChecksum,
+            ParseError::MulticastSource,
+            ParseError::MulticastTarget,
+            ParseError::ZeroLengthOption,
+            ParseError::OptionPastEnd,
+            ParseError::BadLinkLayerOption,
+            ParseError::InvalidLinkLayerAddress,
+            ParseError::UnspecifiedSourceWithLinkLayerAddress,
+            ParseError::UnspecifiedSourceNotToSolicitedNode,
+            ParseError::SolicitedAdvertisementToMulticast,
+        ];
+        let distinct: std::collections::BTreeSet<&str> =
+            reasons.iter().map(|r| r.reason()).collect();
+        assert_eq!(distinct.len(), reasons.len());
+    }
+}

@@ -1,0 +1,298 @@
+//! Everything one speaker knows, and what it announces because of it: the pure core that the
+//! Kubernetes watches, the Lease renewer, rtnetlink and the packet sockets drive.
+//!
+//! Its one safety rule: whatever the caller forgets to do, this speaker answers nothing once its
+//! self-fence has fallen ([`SpeakerState::handle_frame`] checks the fence on every frame, not
+//! only when owners are recomputed).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::time::Instant;
+
+use ferrolb_crds::{InterfaceName, L2AdvertisementSpec, ServiceL2StatusStatus};
+
+use crate::announcer::{Announcer, Assignment, BurstPolicy, Conflict, Outgoing, OwnershipChange};
+use crate::cluster::lease::LeaseObservation;
+use crate::election::{
+    ClusterView, Election, LeaseEvent, LeaseTiming, Liveness, NodeFacts, PoolFacts,
+    PublishedInterface, SelfFence, ServiceFacts, ServiceId, gratuitous_interval,
+};
+use crate::packet::{MacAddr, ParseError, parse_frame};
+
+/// What became of one received frame.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FrameOutcome {
+    pub reply: Option<Vec<u8>>,
+    pub conflict: Option<Conflict>,
+    /// Why it was not understood, for a drop counter.
+    pub dropped: Option<ParseError>,
+}
+
+#[derive(Debug)]
+pub struct SpeakerState {
+    node: String,
+    liveness: Liveness,
+    fence: SelfFence,
+    /// Node facts from the API, without interfaces (those come from the Leases).
+    nodes: BTreeMap<String, NodeFacts>,
+    published: BTreeMap<String, Vec<PublishedInterface>>,
+    pools: Vec<PoolFacts>,
+    advertisements: Vec<L2AdvertisementSpec>,
+    services: BTreeMap<ServiceId, ServiceFacts>,
+    election: Election,
+    announcer: Announcer,
+    /// What the last recompute was based on, to tell whether another would change anything.
+    inputs_changed: bool,
+    computed_alive: BTreeSet<String>,
+    computed_may_answer: bool,
+}
+
+impl SpeakerState {
+    pub fn new(node: &str, timing: LeaseTiming, burst: BurstPolicy) -> Self {
+        Self {
+            node: node.to_owned(),
+            liveness: Liveness::new(timing.lease_duration),
+            fence: SelfFence::new(timing.renew_deadline),
+            nodes: BTreeMap::new(),
+            published: BTreeMap::new(),
+            pools: Vec::new(),
+            advertisements: Vec::new(),
+            services: BTreeMap::new(),
+            election: Election::default(),
+            announcer: Announcer::new(burst),
+            inputs_changed: true,
+            computed_alive: BTreeSet::new(),
+            computed_may_answer: false,
+        }
+    }
+
+    // ---- inputs; call `recompute` after a batch of them ----
+
+    /// A speaker Lease was seen (this node's own included: its interfaces come from it too).
+    pub fn lease_seen(&mut self, lease: &LeaseObservation, now: Instant) {
+        if self.published.get(&lease.node) != Some(&lease.interfaces) {
+            self.published
+                .insert(lease.node.clone(), lease.interfaces.clone());
+            self.inputs_changed = true;
+        }
+        if lease.node == self.node {
+            self.liveness.observe_own(&lease.version, now);
+        } else {
+            let event = LeaseEvent::Seen {
+                version: &lease.version,
+                held: lease.held,
+            };
+            self.liveness.observe(&lease.node, event, now);
+        }
+    }
+
+    pub fn lease_deleted(&mut self, node: &str, now: Instant) {
+        self.inputs_changed |= self.published.remove(node).is_some();
+        self.liveness.observe(node, LeaseEvent::Deleted, now);
+    }
+
+    /// A renewal of this node's Lease, sent at `sent_at`, succeeded.
+    pub fn renewed(&mut self, sent_at: Instant) {
+        self.fence.renewed(sent_at);
+    }
+
+    /// This speaker gives its Lease up (SIGTERM): it stops answering at once.
+    pub fn release(&mut self) -> Vec<OwnershipChange> {
+        self.fence.released();
+        self.announcer.withdraw_all()
+    }
+
+    pub fn set_nodes(&mut self, nodes: impl IntoIterator<Item = NodeFacts>) {
+        self.nodes = nodes.into_iter().map(|n| (n.name.clone(), n)).collect();
+        self.inputs_changed = true;
+    }
+
+    pub fn set_pools(&mut self, pools: Vec<PoolFacts>) {
+        self.pools = pools;
+        self.inputs_changed = true;
+    }
+
+    pub fn set_advertisements(&mut self, advertisements: Vec<L2AdvertisementSpec>) {
+        self.advertisements = advertisements;
+        self.inputs_changed = true;
+    }
+
+    pub fn set_services(&mut self, services: impl IntoIterator<Item = ServiceFacts>) {
+        self.services = services.into_iter().map(|s| (s.id.clone(), s)).collect();
+        self.inputs_changed = true;
+    }
+
+    /// This node's interfaces that are up, with their MACs (from rtnetlink).
+    pub fn set_links(&mut self, links: BTreeMap<InterfaceName, MacAddr>, now: Instant) {
+        self.announcer.set_links(links, now);
+    }
+
+    // ---- decisions ----
+
+    /// Whether [`SpeakerState::recompute`] could change anything: an input changed, or the set
+    /// of live peers, or the fence. Every speaker renews every second, so most Lease events
+    /// change nothing, and an election over a large cluster is worth skipping.
+    pub fn needs_recompute(&self, now: Instant) -> bool {
+        self.inputs_changed
+            || self.fence.may_answer(now) != self.computed_may_answer
+            || self.liveness.alive() != self.computed_alive
+    }
+
+    /// Re-elects owners and updates what this node announces.
+    pub fn recompute(&mut self, now: Instant) -> Vec<OwnershipChange> {
+        self.inputs_changed = false;
+        self.computed_alive = self.liveness.alive();
+        self.computed_may_answer = self.fence.may_answer(now);
+        if !self.computed_may_answer {
+            self.election = Election::default();
+            return self.announcer.withdraw_all();
+        }
+        let mut alive = self.computed_alive.clone();
+        alive.insert(self.node.clone());
+        let nodes: Vec<NodeFacts> = self
+            .nodes
+            .values()
+            .map(|node| NodeFacts {
+                interfaces: self.published.get(&node.name).cloned().unwrap_or_default(),
+                ..node.clone()
+            })
+            .collect();
+        let services: Vec<ServiceFacts> = self.services.values().cloned().collect();
+        self.election = Election::run(ClusterView {
+            nodes: &nodes,
+            alive: &alive,
+            pools: &self.pools,
+            advertisements: &self.advertisements,
+            services: &services,
+        });
+        let owned = match nodes.iter().find(|n| n.name == self.node) {
+            Some(me) => self
+                .election
+                .owned_by(&self.node)
+                .into_iter()
+                .map(|(ip, interfaces)| {
+                    let interval = gratuitous_interval(ip, me, &self.pools, &self.advertisements);
+                    (
+                        ip,
+                        Assignment {
+                            interfaces,
+                            gratuitous_interval: interval,
+                        },
+                    )
+                })
+                .collect(),
+            None => BTreeMap::new(),
+        };
+        self.announcer.assign(owned, now)
+    }
+
+    /// When to call [`SpeakerState::recompute`] and [`SpeakerState::due`] next without news:
+    /// a peer's Lease running out, this node's fence, or a gratuitous round.
+    pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
+        [
+            self.liveness.next_expiry().filter(|at| *at > now),
+            self.fence
+                .fenced_from()
+                .filter(|_| self.fence.may_answer(now)),
+            self.announcer.next_wakeup(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Gratuitous frames due at `now`; none once fenced.
+    pub fn due(&mut self, now: Instant) -> Vec<Outgoing> {
+        if !self.fence.may_answer(now) {
+            self.announcer.withdraw_all();
+            return Vec::new();
+        }
+        self.announcer.due(now)
+    }
+
+    /// A frame received on `interface` at `now`.
+    pub fn handle_frame(
+        &mut self,
+        interface: &InterfaceName,
+        frame: &[u8],
+        now: Instant,
+    ) -> FrameOutcome {
+        let inbound = match parse_frame(frame) {
+            Ok(inbound) => inbound,
+            Err(error) => {
+                return FrameOutcome {
+                    dropped: Some(error),
+                    ..Default::default()
+                };
+            }
+        };
+        if !self.fence.may_answer(now) {
+            self.announcer.withdraw_all();
+            return FrameOutcome::default();
+        }
+        let conflict = self
+            .announcer
+            .conflict(interface, &inbound, &self.ferrolb_macs());
+        if let Some(conflict) = &conflict {
+            self.announcer.defend(conflict.claim.ip, now);
+        }
+        FrameOutcome {
+            reply: self.announcer.answer(interface, &inbound),
+            conflict,
+            dropped: None,
+        }
+    }
+
+    /// The MACs of every FerroLB node's published interfaces: announcements from these are a
+    /// handover, not a conflict.
+    pub fn ferrolb_macs(&self) -> BTreeSet<MacAddr> {
+        self.published
+            .values()
+            .flatten()
+            .map(|interface| interface.mac)
+            .collect()
+    }
+
+    /// The IPs this node answers for now, with their interfaces.
+    pub fn announced(&self) -> BTreeMap<IpAddr, BTreeSet<InterfaceName>> {
+        self.announcer
+            .owned()
+            .map(|(ip, interfaces)| (ip, interfaces.clone()))
+            .collect()
+    }
+
+    /// The ServiceL2Status of every Service whose IPs this node announces.
+    pub fn statuses(&self) -> BTreeMap<ServiceId, ServiceL2StatusStatus> {
+        let mut statuses = BTreeMap::new();
+        for group in self.election.groups() {
+            let Some(owner) = group.owner.as_ref().filter(|o| o.node == self.node) else {
+                continue;
+            };
+            for id in &group.services {
+                let Some(service) = self.services.get(id) else {
+                    continue;
+                };
+                let interfaces: BTreeSet<InterfaceName> = service
+                    .ips
+                    .iter()
+                    .filter_map(|ip| owner.interfaces.get(ip))
+                    .flatten()
+                    .cloned()
+                    .collect();
+                statuses.insert(
+                    id.clone(),
+                    ServiceL2StatusStatus {
+                        node: self.node.clone(),
+                        service_name: id.name.clone(),
+                        interfaces: interfaces.into_iter().collect(),
+                        ips: service.ips.iter().map(IpAddr::to_string).collect(),
+                    },
+                );
+            }
+        }
+        statuses
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,339 @@
+//! The whole packet path on a real link: AF_PACKET sockets with the BPF filter on a veth pair,
+//! the parser, the announcer's answers and its gratuitous burst.
+//!
+//! Needs root and changes links, so it is ignored by default; run it inside a throwaway network
+//! namespace:
+//!
+//! ```sh
+//! ip netns add ferrolb-test
+//! ip netns exec ferrolb-test cargo test -p ferrolb-speaker --test packet_path -- --ignored
+//! ip netns del ferrolb-test
+//! ```
+
+// A test: failing loudly on the first surprise is the point.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ferrolb_crds::InterfaceName;
+use ferrolb_speaker::announcer::{Announcer, Assignment, BurstPolicy};
+use ferrolb_speaker::packet::ndp::solicited_node_group;
+use ferrolb_speaker::packet::{
+    ArpAnnouncementKind, ETHERTYPE_ARP, ETHERTYPE_IPV6, Inbound, MacAddr, checksum, parse_frame,
+};
+use ferrolb_speaker::packet_socket::{
+    MulticastMemberships, PacketSocket, RECEIVE_BUFFER_LEN, interface_index,
+};
+
+const SPEAKER_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0x01, 0x01]);
+const CLIENT_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0x01, 0x02]);
+const ANNOUNCED_V4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
+const CLIENT_V4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 20);
+const ANNOUNCED_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x10);
+const CLIENT_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x20);
+
+fn ip(args: &[&str]) {
+    let status = Command::new("ip").args(args).status().unwrap();
+    assert!(status.success(), "ip {args:?}");
+}
+
+/// Deletes the veth pair however the test ends.
+struct VethPair(String);
+
+impl Drop for VethPair {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.0]).status();
+    }
+}
+
+fn arp_request(target: Ipv4Addr) -> Vec<u8> {
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&MacAddr::BROADCAST.octets());
+    frame.extend_from_slice(&CLIENT_MAC.octets());
+    frame.extend_from_slice(&ETHERTYPE_ARP.to_be_bytes());
+    frame.extend_from_slice(&[0, 1, 0x08, 0x00, 6, 4, 0, 1]);
+    frame.extend_from_slice(&CLIENT_MAC.octets());
+    frame.extend_from_slice(&CLIENT_V4.octets());
+    frame.extend_from_slice(&[0; 6]);
+    frame.extend_from_slice(&target.octets());
+    frame
+}
+
+fn neighbor_solicitation(target: Ipv6Addr) -> Vec<u8> {
+    let group = solicited_node_group(target);
+    let mut message = vec![135, 0, 0, 0, 0, 0, 0, 0];
+    message.extend_from_slice(&target.octets());
+    message.extend_from_slice(&[1, 1]);
+    message.extend_from_slice(&CLIENT_MAC.octets());
+    let sum = checksum::icmpv6(CLIENT_V6, group, &message);
+    message[2..4].copy_from_slice(&sum.to_be_bytes());
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&MacAddr::ipv6_multicast(group).octets());
+    frame.extend_from_slice(&CLIENT_MAC.octets());
+    frame.extend_from_slice(&ETHERTYPE_IPV6.to_be_bytes());
+    frame.extend_from_slice(&[0x60, 0, 0, 0, 0, message.len() as u8, 58, 255]);
+    frame.extend_from_slice(&CLIENT_V6.octets());
+    frame.extend_from_slice(&group.octets());
+    frame.extend_from_slice(&message);
+    frame
+}
+
+/// The next frame on `socket` that parses and satisfies `wanted`, skipping the kernel's own
+/// traffic (router solicitations, MLD, duplicate address detection of link-local addresses).
+async fn receive_matching(socket: &PacketSocket, wanted: impl Fn(&Inbound) -> bool) -> Inbound {
+    let mut buffer = vec![0; RECEIVE_BUFFER_LEN];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let len = tokio::time::timeout_at(deadline, socket.recv(&mut buffer))
+            .await
+            .expect("timed out waiting for a frame")
+            .unwrap();
+        if let Ok(inbound) = parse_frame(&buffer[..len])
+            && wanted(&inbound)
+        {
+            return inbound;
+        }
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs root; run in a throwaway network namespace (see the module documentation)"]
+async fn arp_and_ndp_are_answered_over_a_veth_pair() {
+    let suffix = std::process::id() % 100_000;
+    let (speaker_link, client_link) = (format!("flbs{suffix}"), format!("flbc{suffix}"));
+    ip(&[
+        "link",
+        "add",
+        &speaker_link,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &client_link,
+    ]);
+    let _cleanup = VethPair(speaker_link.clone());
+    ip(&[
+        "link",
+        "set",
+        &speaker_link,
+        "address",
+        &SPEAKER_MAC.to_string(),
+        "up",
+    ]);
+    ip(&[
+        "link",
+        "set",
+        &client_link,
+        "address",
+        &CLIENT_MAC.to_string(),
+        "up",
+    ]);
+
+    let speaker_name = InterfaceName::new(&speaker_link).unwrap();
+    let speaker_index = interface_index(&speaker_name).unwrap();
+    let client_index = interface_index(&InterfaceName::new(&client_link).unwrap()).unwrap();
+    let speaker_arp = PacketSocket::open(speaker_index, ETHERTYPE_ARP).unwrap();
+    let speaker_ipv6 = PacketSocket::open(speaker_index, ETHERTYPE_IPV6).unwrap();
+    let client_arp = PacketSocket::open(client_index, ETHERTYPE_ARP).unwrap();
+    let client_ipv6 = PacketSocket::open(client_index, ETHERTYPE_IPV6).unwrap();
+
+    let now = Instant::now();
+    let mut announcer = Announcer::new(BurstPolicy {
+        count: 1,
+        spacing: Duration::from_millis(100),
+    });
+    announcer.set_links([(speaker_name.clone(), SPEAKER_MAC)].into(), now);
+    let assignment = Assignment {
+        interfaces: [speaker_name.clone()].into(),
+        gratuitous_interval: None,
+    };
+    announcer.assign(
+        [
+            (IpAddr::V4(ANNOUNCED_V4), assignment.clone()),
+            (IpAddr::V6(ANNOUNCED_V6), assignment),
+        ]
+        .into(),
+        now,
+    );
+    let mut memberships = MulticastMemberships::new().unwrap();
+    let groups: BTreeSet<(u32, Ipv6Addr)> = announcer
+        .solicited_node_groups()
+        .values()
+        .flatten()
+        .map(|group| (speaker_index, *group))
+        .collect();
+    assert!(memberships.reconcile(&groups).is_empty());
+
+    // Gaining the IPs: gratuitous ARP (both forms) and an unsolicited NA reach the client.
+    for outgoing in announcer.due(now) {
+        let socket = if outgoing.frame[12..14] == ETHERTYPE_ARP.to_be_bytes() {
+            &speaker_arp
+        } else {
+            &speaker_ipv6
+        };
+        socket.send(&outgoing.frame).await.unwrap();
+    }
+    for kind in [
+        ArpAnnouncementKind::GratuitousRequest,
+        ArpAnnouncementKind::Reply,
+    ] {
+        receive_matching(&client_arp, |inbound| {
+            matches!(inbound, Inbound::ArpAnnouncement(a)
+                if a.kind == kind && a.sender_ip == ANNOUNCED_V4 && a.sender_mac == SPEAKER_MAC)
+        })
+        .await;
+    }
+    receive_matching(&client_ipv6, |inbound| {
+        matches!(inbound, Inbound::NeighborAdvertisement(na)
+            if na.target == ANNOUNCED_V6 && na.override_flag && !na.solicited)
+    })
+    .await;
+
+    // ARP: a broadcast request is answered to the client.
+    client_arp.send(&arp_request(ANNOUNCED_V4)).await.unwrap();
+    let request = receive_matching(
+        &speaker_arp,
+        |inbound| matches!(inbound, Inbound::ArpRequest(r) if r.target_ip == ANNOUNCED_V4),
+    )
+    .await;
+    let reply = announcer.answer(&speaker_name, &request).expect("answered");
+    speaker_arp.send(&reply).await.unwrap();
+    receive_matching(&client_arp, |inbound| {
+        matches!(inbound, Inbound::ArpAnnouncement(a)
+            if a.sender_ip == ANNOUNCED_V4 && a.sender_mac == SPEAKER_MAC && a.target_mac == CLIENT_MAC)
+    })
+    .await;
+
+    // NDP: a multicast solicitation is answered unicast with Solicited set.
+    client_ipv6
+        .send(&neighbor_solicitation(ANNOUNCED_V6))
+        .await
+        .unwrap();
+    let solicitation = receive_matching(
+        &speaker_ipv6,
+        |inbound| matches!(inbound, Inbound::NeighborSolicitation(ns) if ns.target == ANNOUNCED_V6),
+    )
+    .await;
+    let reply = announcer
+        .answer(&speaker_name, &solicitation)
+        .expect("answered");
+    speaker_ipv6.send(&reply).await.unwrap();
+    receive_matching(&client_ipv6, |inbound| {
+        matches!(inbound, Inbound::NeighborAdvertisement(na)
+            if na.target == ANNOUNCED_V6 && na.solicited && na.destination == CLIENT_V6)
+    })
+    .await;
+
+    // An address not announced is not answered.
+    client_arp
+        .send(&arp_request(Ipv4Addr::new(198, 51, 100, 99)))
+        .await
+        .unwrap();
+    let request = receive_matching(&speaker_arp, |inbound| {
+        matches!(inbound, Inbound::ArpRequest(r) if r.target_ip == Ipv4Addr::new(198, 51, 100, 99))
+    })
+    .await;
+    assert!(announcer.answer(&speaker_name, &request).is_none());
+}
+
+/// The data plane's sockets and reader tasks: a request arrives on the channel, the answer goes
+/// out, and reading survives the link going down and up again.
+#[tokio::test]
+#[ignore = "needs root; run in a throwaway network namespace (see the module documentation)"]
+async fn the_data_plane_reads_answers_and_survives_a_link_flap() {
+    use ferrolb_speaker::dataplane::DataPlane;
+
+    let suffix = std::process::id() % 100_000;
+    let (speaker_link, client_link) = (format!("flbd{suffix}"), format!("flbe{suffix}"));
+    ip(&[
+        "link",
+        "add",
+        &speaker_link,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &client_link,
+    ]);
+    let _cleanup = VethPair(speaker_link.clone());
+    ip(&[
+        "link",
+        "set",
+        &speaker_link,
+        "address",
+        &SPEAKER_MAC.to_string(),
+        "up",
+    ]);
+    ip(&[
+        "link",
+        "set",
+        &client_link,
+        "address",
+        &CLIENT_MAC.to_string(),
+        "up",
+    ]);
+    let speaker_name = InterfaceName::new(&speaker_link).unwrap();
+    let speaker_index = interface_index(&speaker_name).unwrap();
+    let client_index = interface_index(&InterfaceName::new(&client_link).unwrap()).unwrap();
+    let client_arp = PacketSocket::open(client_index, ETHERTYPE_ARP).unwrap();
+
+    let now = Instant::now();
+    let mut announcer = Announcer::new(BurstPolicy::default());
+    announcer.set_links([(speaker_name.clone(), SPEAKER_MAC)].into(), now);
+    announcer.assign(
+        [(
+            IpAddr::V4(ANNOUNCED_V4),
+            Assignment {
+                interfaces: [speaker_name.clone()].into(),
+                gratuitous_interval: None,
+            },
+        )]
+        .into(),
+        now,
+    );
+    let (mut dataplane, mut received) = DataPlane::new().unwrap();
+    assert!(
+        dataplane
+            .listen_on(&[(speaker_name.clone(), speaker_index)].into())
+            .is_empty()
+    );
+
+    for round in 0..2 {
+        client_arp.send(&arp_request(ANNOUNCED_V4)).await.unwrap();
+        let reply = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                let frame = received.recv().await.expect("channel open");
+                if let Ok(inbound) = parse_frame(&frame.frame)
+                    && let Some(reply) = announcer.answer(&frame.interface, &inbound)
+                {
+                    return (frame.interface, reply);
+                }
+            }
+        })
+        .await
+        .expect("the request arrives");
+        dataplane.send(&reply.0, &reply.1).await.unwrap();
+        receive_matching(&client_arp, |inbound| {
+            matches!(inbound, Inbound::ArpAnnouncement(a)
+                if a.sender_ip == ANNOUNCED_V4 && a.target_mac == CLIENT_MAC)
+        })
+        .await;
+        if round == 0 {
+            ip(&["link", "set", &speaker_link, "down"]);
+            ip(&["link", "set", &speaker_link, "up"]);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // Not listening any more: sends fail, nothing is read.
+    assert!(dataplane.listen_on(&Default::default()).is_empty());
+    assert!(dataplane.listening().is_empty());
+    assert!(
+        dataplane
+            .send(&speaker_name, &arp_request(ANNOUNCED_V4))
+            .await
+            .is_err()
+    );
+}
