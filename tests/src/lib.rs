@@ -6,4 +6,6 @@
 //! cluster named by `FERROLB_TEST_KUBECONFIG`.
 
 pub mod apiserver;
+pub mod components;
 pub mod harness;
+pub mod netlab;
