@@ -1,5 +1,6 @@
 //! The controller process: watches, leader election, and carrying out [`Action`]s against the API.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -33,6 +34,8 @@ pub const FIELD_MANAGER: &str = "ferrolb-controller";
 
 /// Most watch events folded into one step, so a burst costs one pass over the pending work.
 const MAX_BATCH: usize = 1024;
+/// API writes in flight at once within a step.
+const WRITE_CONCURRENCY: usize = 32;
 /// Wait before retrying writes that failed.
 const RETRY_DELAY: Duration = Duration::from_secs(2);
 
@@ -95,6 +98,20 @@ where
             Err(error) => Input::WatchError(resource, error),
         })
         .boxed()
+}
+
+/// The object an action writes; the actions on one object run in order.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum WriteTarget {
+    Service(ServiceKey),
+    Pool(String),
+}
+
+/// What a write came back with, applied to [`State`] once the step's writes are done.
+enum WriteOutcome {
+    Service(Box<Service>),
+    RetryService(ServiceKey),
+    PoolStatus(String, IPAddressPoolStatus),
 }
 
 /// Connects [`State`] to the cluster.
@@ -283,28 +300,71 @@ impl Controller {
         self.known_pools = names;
     }
 
+    /// Carries out one step's actions. Writes to different objects run concurrently (a burst of
+    /// Services would otherwise wait for thousands of round trips one after another); the
+    /// actions on one Service or one pool keep their order. State learns the outcomes once every
+    /// write of the step has finished, so the next step sees them all.
     async fn execute(&mut self, actions: Vec<Action>) {
+        let mut lanes: Vec<Vec<Action>> = Vec::new();
+        let mut lane_of: HashMap<WriteTarget, usize> = HashMap::new();
+        for action in actions {
+            let target = match &action {
+                Action::ServiceStatus { service, .. }
+                | Action::ServicePoolAnnotation { service, .. }
+                | Action::ServiceEvent { service, .. } => WriteTarget::Service(service.clone()),
+                Action::PoolStatus { pool, .. } => WriteTarget::Pool(pool.clone()),
+                Action::AllocationFailure { metric_reason } => {
+                    self.metrics().allocation_failed(metric_reason);
+                    continue;
+                }
+            };
+            let index = *lane_of.entry(target).or_insert_with(|| {
+                lanes.push(Vec::new());
+                lanes.len() - 1
+            });
+            lanes[index].push(action);
+        }
+        let this = &*self;
+        let outcomes: Vec<Vec<WriteOutcome>> =
+            futures::stream::iter(lanes.into_iter().map(|lane| this.run_lane(lane)))
+                .buffer_unordered(WRITE_CONCURRENCY)
+                .collect()
+                .await;
+        for outcome in outcomes.into_iter().flatten() {
+            match outcome {
+                WriteOutcome::Service(written) => self.state.written_service(*written),
+                WriteOutcome::RetryService(service) => self.state.retry(service),
+                WriteOutcome::PoolStatus(pool, status) => {
+                    self.state.written_pool_status(&pool, status);
+                }
+            }
+        }
+    }
+
+    /// The actions on one object, in order.
+    async fn run_lane(&self, lane: Vec<Action>) -> Vec<WriteOutcome> {
         let params = PatchParams {
             field_manager: Some(FIELD_MANAGER.to_owned()),
             ..Default::default()
         };
-        for action in actions {
-            match action {
+        let mut outcomes = Vec::new();
+        for action in lane {
+            let outcome = match action {
                 Action::ServiceStatus { service, addresses } => {
                     self.patch_service_status(&params, service, &addresses)
-                        .await;
+                        .await
                 }
                 Action::ServicePoolAnnotation { service, pool } => {
                     let api: Api<Service> =
                         Api::namespaced(self.client.clone(), &service.namespace);
                     let patch = Patch::Merge(pool_annotation_patch(pool.as_deref()));
                     match api.patch(&service.name, &params, &patch).await {
-                        Ok(written) => self.state.written_service(written),
-                        Err(error) if is_not_found(&error) => {}
+                        Ok(written) => Some(WriteOutcome::Service(Box::new(written))),
+                        Err(error) if is_not_found(&error) => None,
                         Err(error) => {
                             tracing::warn!(service = %service, %error, "writing the pool annotation failed");
                             self.metrics().api_error("services", "patch");
-                            self.state.retry(service);
+                            Some(WriteOutcome::RetryService(service))
                         }
                     }
                 }
@@ -313,41 +373,48 @@ impl Controller {
                     warning,
                     reason: event_reason,
                     message,
-                } => self.publish(&service, warning, event_reason, message).await,
+                } => {
+                    self.publish(&service, warning, event_reason, message).await;
+                    None
+                }
                 Action::PoolStatus { pool, status } => {
                     let api: Api<IPAddressPool> = Api::all(self.client.clone());
                     let patch = Patch::Merge(pool_status_patch(&status));
                     match api.patch_status(&pool, &params, &patch).await {
-                        Ok(_) => self.state.written_pool_status(&pool, status),
-                        Err(error) if is_not_found(&error) => {}
+                        Ok(_) => Some(WriteOutcome::PoolStatus(pool, status)),
+                        Err(error) if is_not_found(&error) => None,
                         Err(error) => {
                             tracing::warn!(pool, %error, "writing pool status failed");
                             self.metrics().api_error("ipaddresspools/status", "patch");
+                            None
                         }
                     }
                 }
                 Action::AllocationFailure { metric_reason } => {
                     self.metrics().allocation_failed(metric_reason);
+                    None
                 }
-            }
+            };
+            outcomes.extend(outcome);
         }
+        outcomes
     }
 
     async fn patch_service_status(
-        &mut self,
+        &self,
         params: &PatchParams,
         service: ServiceKey,
         addresses: &[IpAddr],
-    ) {
+    ) -> Option<WriteOutcome> {
         let api: Api<Service> = Api::namespaced(self.client.clone(), &service.namespace);
         let patch = Patch::Merge(status_patch(addresses));
         match api.patch_status(&service.name, params, &patch).await {
-            Ok(written) => self.state.written_service(written),
-            Err(error) if is_not_found(&error) => {}
+            Ok(written) => Some(WriteOutcome::Service(Box::new(written))),
+            Err(error) if is_not_found(&error) => None,
             Err(error) => {
                 tracing::warn!(service = %service, %error, "writing Service status failed");
                 self.metrics().api_error("services/status", "patch");
-                self.state.retry(service);
+                Some(WriteOutcome::RetryService(service))
             }
         }
     }

@@ -32,6 +32,13 @@ pub struct Args {
     /// between --lease-renew and --lease-duration (default: halfway between them).
     #[arg(long, value_parser = parse_duration)]
     pub lease_renew_deadline: Option<Duration>,
+    /// Where /metrics, /healthz and /readyz are served.
+    #[arg(long, default_value = "0.0.0.0:7473")]
+    pub metrics_bind_address: std::net::SocketAddr,
+    /// Announce only Services whose spec.loadBalancerClass equals this (unset: only Services
+    /// without a class), like the controller.
+    #[arg(long)]
+    pub lb_class: Option<String>,
     /// Log format.
     #[arg(long, value_enum, default_value = "text", env = "FERROLB_LOG_FORMAT")]
     pub log_format: LogFormat,

@@ -9,16 +9,24 @@
 //!
 //! I/O glue: [`packet_socket`] (AF_PACKET with a BPF filter, read through Tokio),
 //! [`dataplane`] (the sockets of the announcing interfaces), [`netlink`] (links and addresses
-//! through rtnetlink), [`metrics`], [`cli`].
+//! through rtnetlink), [`metrics`], [`cli`], [`http`] (/metrics, /healthz, /readyz).
+//!
+//! The process: [`runtime`] (watches and the main loop), [`renewer`] (this node's Lease),
+//! [`statuses`] (ServiceL2Status objects).
 
 pub mod announcer;
 pub mod cli;
 pub mod cluster;
 pub mod dataplane;
 pub mod election;
+pub mod http;
 pub mod interfaces;
 pub mod metrics;
 pub mod netlink;
 pub mod packet;
 pub mod packet_socket;
+pub mod probe;
+pub mod renewer;
+pub mod runtime;
 pub mod speaker_state;
+pub mod statuses;

@@ -4,7 +4,8 @@ use anyhow::Context;
 use clap::Parser;
 use ferrolb_speaker::cli::{Args, LogFormat};
 
-fn main() -> anyhow::Result<()> {
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let timing = args.lease_timing().context("lease timing flags")?;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -17,10 +18,5 @@ fn main() -> anyhow::Result<()> {
         LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
     }
     tracing::info!(node = %args.node_name, namespace = %args.namespace, ?timing, "ferrolb-speaker starting");
-    // The election, announcer, packet sockets and rtnetlink monitor exist as libraries; the
-    // Kubernetes watches and Lease renewal that drive them do not yet. Say so rather than run
-    // idle and look healthy.
-    anyhow::bail!(
-        "ferrolb-speaker cannot announce yet: the Kubernetes watches and Lease renewal are not implemented"
-    )
+    ferrolb_speaker::runtime::run(args, timing).await
 }

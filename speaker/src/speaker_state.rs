@@ -261,6 +261,25 @@ impl SpeakerState {
             .collect()
     }
 
+    /// Other speakers counted alive now.
+    pub fn live_peers(&self) -> usize {
+        self.liveness
+            .alive()
+            .into_iter()
+            .filter(|node| *node != self.node)
+            .count()
+    }
+
+    /// Whether this speaker's fence lets it answer at `now`.
+    pub fn may_answer(&self, now: Instant) -> bool {
+        self.fence.may_answer(now)
+    }
+
+    /// The solicited-node multicast groups of the IPv6 addresses announced, per interface.
+    pub fn solicited_node_groups(&self) -> BTreeMap<InterfaceName, BTreeSet<std::net::Ipv6Addr>> {
+        self.announcer.solicited_node_groups()
+    }
+
     /// The ServiceL2Status of every Service whose IPs this node announces.
     pub fn statuses(&self) -> BTreeMap<ServiceId, ServiceL2StatusStatus> {
         let mut statuses = BTreeMap::new();

@@ -1,0 +1,387 @@
+//! A LAN client's view of the announcements, for end-to-end tests and benchmarks: from inside a
+//! network namespace, asks who has some IPs (ARP requests, Neighbor Solicitations) at a steady
+//! rate and records every answer and announcement with the MAC that gave it, so a test can check
+//! that no two nodes answer at once and measure failover gaps and reply latency.
+//!
+//! Not used by the speaker itself.
+
+use std::ffi::CString;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::packet::ndp::solicited_node_group;
+use crate::packet::{
+    ArpAnnouncementKind, ETHERTYPE_ARP, ETHERTYPE_IPV6, Inbound, MIN_FRAME_LEN, MacAddr, checksum,
+    parse_frame,
+};
+use crate::packet_socket::{PacketSocket, RECEIVE_BUFFER_LEN};
+
+/// Moves the calling thread into the network namespace `/run/netns/<name>`.
+#[allow(unsafe_code)]
+pub fn enter_netns(name: &str) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::open(format!("/run/netns/{name}"))?;
+    // SAFETY: setns only reads the descriptor, which `file` keeps open for the call.
+    let result = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The index of `name` in the calling thread's network namespace (sysfs would show the
+/// namespace it was mounted in instead).
+#[allow(unsafe_code)]
+pub fn index_of(name: &str) -> io::Result<u32> {
+    let name = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `name` is a valid NUL-terminated string for the duration of the call.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if index == 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(index)
+    }
+}
+
+/// Sends `frames` on `interface` inside the namespace `netns` (from a thread of its own).
+pub fn send_in_netns(netns: &str, interface: &str, frames: Vec<Vec<u8>>) -> io::Result<()> {
+    let (netns, interface) = (netns.to_owned(), interface.to_owned());
+    std::thread::spawn(move || {
+        enter_netns(&netns)?;
+        let index = index_of(&interface)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(async {
+            let socket = PacketSocket::open(index, ETHERTYPE_ARP)?;
+            for frame in &frames {
+                socket.send(frame).await?;
+            }
+            Ok(())
+        })
+    })
+    .join()
+    .map_err(|_| io::Error::other("the sending thread panicked"))?
+}
+
+/// Who has `target`? From `mac`/`ip`, broadcast.
+pub fn arp_request(mac: MacAddr, ip: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(MIN_FRAME_LEN);
+    frame.extend_from_slice(&MacAddr::BROADCAST.octets());
+    frame.extend_from_slice(&mac.octets());
+    frame.extend_from_slice(&ETHERTYPE_ARP.to_be_bytes());
+    frame.extend_from_slice(&[0, 1, 0x08, 0x00, 6, 4, 0, 1]);
+    frame.extend_from_slice(&mac.octets());
+    frame.extend_from_slice(&ip.octets());
+    frame.extend_from_slice(&[0; 6]);
+    frame.extend_from_slice(&target.octets());
+    frame.resize(MIN_FRAME_LEN, 0);
+    frame
+}
+
+/// A Neighbor Solicitation for `target` from `mac`/`ip`, to its solicited-node group.
+pub fn neighbor_solicitation(mac: MacAddr, ip: Ipv6Addr, target: Ipv6Addr) -> Vec<u8> {
+    let group = solicited_node_group(target);
+    let mut message = vec![135, 0, 0, 0, 0, 0, 0, 0];
+    message.extend_from_slice(&target.octets());
+    message.extend_from_slice(&[1, 1]);
+    message.extend_from_slice(&mac.octets());
+    let sum = checksum::icmpv6(ip, group, &message);
+    message[2..4].copy_from_slice(&sum.to_be_bytes());
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&MacAddr::ipv6_multicast(group).octets());
+    frame.extend_from_slice(&mac.octets());
+    frame.extend_from_slice(&ETHERTYPE_IPV6.to_be_bytes());
+    frame.extend_from_slice(&[0x60, 0, 0, 0]);
+    let length = u16::try_from(message.len()).unwrap_or(u16::MAX);
+    frame.extend_from_slice(&length.to_be_bytes());
+    frame.extend_from_slice(&[58, 255]);
+    frame.extend_from_slice(&ip.octets());
+    frame.extend_from_slice(&group.octets());
+    frame.extend_from_slice(&message);
+    frame
+}
+
+/// One answer or announcement seen by the client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Heard {
+    pub at: Instant,
+    /// Requests sent before it (the round it answers).
+    pub round: u64,
+    pub ip: IpAddr,
+    pub mac: MacAddr,
+    /// A solicited answer (ARP reply to us, NA with Solicited set), not a gratuitous one.
+    pub solicited: bool,
+}
+
+/// What the client is and asks about.
+#[derive(Clone, Debug)]
+pub struct ProbeConfig {
+    pub netns: String,
+    pub interface: String,
+    pub mac: MacAddr,
+    pub ipv4: Ipv4Addr,
+    pub ipv6: Ipv6Addr,
+    /// The IPs asked about every `interval` (both families allowed).
+    pub targets: Vec<IpAddr>,
+    pub interval: Duration,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    heard: Mutex<Vec<Heard>>,
+    sent: Mutex<Vec<Instant>>,
+    stop: AtomicBool,
+}
+
+/// A running probe; stops when dropped.
+pub struct Probe {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<io::Result<()>>>,
+}
+
+impl Probe {
+    /// Starts asking, on a thread of its own inside the namespace.
+    pub fn start(config: ProbeConfig) -> io::Result<Self> {
+        let shared = Arc::new(Shared::default());
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread_shared = shared.clone();
+        let thread = std::thread::spawn(move || run(config, thread_shared, ready_tx));
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(Self {
+                shared,
+                thread: Some(thread),
+            }),
+            Ok(Err(error)) => Err(error),
+            Err(_) => Err(io::Error::other("the probe thread died")),
+        }
+    }
+
+    /// Everything heard so far.
+    pub fn heard(&self) -> Vec<Heard> {
+        self.shared
+            .heard
+            .lock()
+            .map(|heard| heard.clone())
+            .unwrap_or_default()
+    }
+
+    /// When each request round was sent.
+    pub fn sent(&self) -> Vec<Instant> {
+        self.shared
+            .sent
+            .lock()
+            .map(|sent| sent.clone())
+            .unwrap_or_default()
+    }
+
+    /// Forgets what was heard and sent.
+    pub fn clear(&self) {
+        if let Ok(mut heard) = self.shared.heard.lock() {
+            heard.clear();
+        }
+        if let Ok(mut sent) = self.shared.sent.lock() {
+            sent.clear();
+        }
+    }
+
+    /// Stops and reports how the thread ended.
+    pub fn stop(mut self) -> io::Result<()> {
+        self.finish()
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        match self.thread.take() {
+            Some(thread) => thread
+                .join()
+                .map_err(|_| io::Error::other("the probe thread panicked"))?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        let _ = self.finish();
+    }
+}
+
+/// Rounds in which more than one MAC answered an IP (solicited answers only): `(round, ip,
+/// MACs)`. Empty when every round had at most one answerer per IP.
+pub fn double_answers(heard: &[Heard]) -> Vec<(u64, IpAddr, Vec<MacAddr>)> {
+    let mut per_round: std::collections::BTreeMap<
+        (u64, IpAddr),
+        std::collections::BTreeSet<MacAddr>,
+    > = std::collections::BTreeMap::new();
+    for h in heard.iter().filter(|h| h.solicited) {
+        per_round.entry((h.round, h.ip)).or_default().insert(h.mac);
+    }
+    per_round
+        .into_iter()
+        .filter(|(_, macs)| macs.len() > 1)
+        .map(|((round, ip), macs)| (round, ip, macs.into_iter().collect()))
+        .collect()
+}
+
+fn run(
+    config: ProbeConfig,
+    shared: Arc<Shared>,
+    ready: std::sync::mpsc::Sender<io::Result<()>>,
+) -> io::Result<()> {
+    let setup = (|| {
+        enter_netns(&config.netns)?;
+        let index = index_of(&config.interface)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let sockets = runtime.block_on(async {
+            Ok::<_, io::Error>((
+                PacketSocket::open(index, ETHERTYPE_ARP)?,
+                PacketSocket::open(index, ETHERTYPE_IPV6)?,
+            ))
+        })?;
+        Ok::<_, io::Error>((runtime, sockets))
+    })();
+    let (runtime, (arp, ipv6)) = match setup {
+        Ok(ready_parts) => {
+            let _ = ready.send(Ok(()));
+            ready_parts
+        }
+        Err(error) => {
+            let _ = ready.send(Err(io::Error::new(error.kind(), error.to_string())));
+            return Err(error);
+        }
+    };
+    let requests: Vec<(bool, Vec<u8>)> = config
+        .targets
+        .iter()
+        .map(|target| match target {
+            IpAddr::V4(v4) => (true, arp_request(config.mac, config.ipv4, *v4)),
+            IpAddr::V6(v6) => (false, neighbor_solicitation(config.mac, config.ipv6, *v6)),
+        })
+        .collect();
+    runtime.block_on(async {
+        let round = std::sync::atomic::AtomicU64::new(0);
+        let send = async {
+            let mut ticker = tokio::time::interval(config.interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            while !shared.stop.load(Ordering::Relaxed) {
+                ticker.tick().await;
+                round.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut sent) = shared.sent.lock() {
+                    sent.push(Instant::now());
+                }
+                for (is_arp, frame) in &requests {
+                    let socket = if *is_arp { &arp } else { &ipv6 };
+                    // A lost request is a lost sample, not the end of the probe.
+                    if let Err(error) = socket.send(frame).await {
+                        eprintln!("probe: sending a request failed: {error}");
+                    }
+                }
+            }
+            Ok::<(), io::Error>(())
+        };
+        tokio::select! {
+            result = send => result,
+            result = receive(&arp, &shared, &round, &config) => result,
+            result = receive(&ipv6, &shared, &round, &config) => result,
+        }
+    })
+}
+
+async fn receive(
+    socket: &PacketSocket,
+    shared: &Shared,
+    round: &std::sync::atomic::AtomicU64,
+    config: &ProbeConfig,
+) -> io::Result<()> {
+    let mut buffer = vec![0; RECEIVE_BUFFER_LEN];
+    loop {
+        let len = match socket.recv(&mut buffer).await {
+            Ok(len) => len,
+            Err(error) => {
+                eprintln!("probe: receiving failed: {error}");
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                continue;
+            }
+        };
+        let at = Instant::now();
+        let Ok(inbound) = parse_frame(buffer.get(..len).unwrap_or_default()) else {
+            continue;
+        };
+        if inbound.ethernet_source() == config.mac {
+            continue;
+        }
+        let (ip, mac, solicited) = match inbound {
+            Inbound::ArpAnnouncement(a) => (
+                IpAddr::V4(a.sender_ip),
+                a.sender_mac,
+                a.kind == ArpAnnouncementKind::Reply && a.target_ip == config.ipv4,
+            ),
+            Inbound::NeighborAdvertisement(na) => {
+                let claim = na.claim();
+                (claim.ip, claim.mac, na.solicited)
+            }
+            _ => continue,
+        };
+        if !config.targets.contains(&ip) {
+            continue;
+        }
+        let heard = Heard {
+            at,
+            round: round.load(Ordering::Relaxed),
+            ip,
+            mac,
+            solicited,
+        };
+        if let Ok(mut all) = shared.heard.lock() {
+            all.push(heard);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_requests_parse_as_requests() {
+        let mac = MacAddr([0x02, 0, 0, 0, 0, 1]);
+        let frame = arp_request(
+            mac,
+            Ipv4Addr::new(198, 51, 100, 9),
+            Ipv4Addr::new(198, 51, 100, 200),
+        );
+        assert!(
+            matches!(parse_frame(&frame), Ok(Inbound::ArpRequest(r)) if r.target_ip == Ipv4Addr::new(198, 51, 100, 200))
+        );
+        let target: Ipv6Addr = "2001:db8:1::200".parse().unwrap();
+        let frame = neighbor_solicitation(mac, "2001:db8:1::9".parse().unwrap(), target);
+        assert!(
+            matches!(parse_frame(&frame), Ok(Inbound::NeighborSolicitation(ns)) if ns.target == target)
+        );
+    }
+
+    #[test]
+    fn double_answers_are_per_round_and_ip() {
+        let at = Instant::now();
+        let ip: IpAddr = "198.51.100.200".parse().unwrap();
+        let heard = |round, mac: u8, solicited| Heard {
+            at,
+            round,
+            ip,
+            mac: MacAddr([2, 0, 0, 0, 0, mac]),
+            solicited,
+        };
+        let clean = [heard(1, 1, true), heard(2, 2, true), heard(2, 1, false)];
+        assert!(double_answers(&clean).is_empty());
+        let doubled = [heard(3, 1, true), heard(3, 2, true)];
+        assert_eq!(double_answers(&doubled).len(), 1);
+    }
+}
