@@ -1,105 +1,34 @@
-//! /metrics, /healthz and /readyz.
+//! /metrics, /healthz and /readyz: the server both components share, fed the controller's
+//! metrics.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-
-use anyhow::Context;
-use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::get;
+pub use ferrolb_crds::health_server::{bind, serve};
 
 use crate::metrics::Metrics;
 
-/// What the endpoints report.
-pub struct Health {
-    pub metrics: Metrics,
-    /// Set once every cache has synced; cleared while re-listing.
-    pub ready: AtomicBool,
-}
+/// What the endpoints report; `ready` is set once every cache has synced and cleared while
+/// re-listing.
+pub type Health = ferrolb_crds::health_server::Health<Metrics>;
 
-impl Health {
-    pub fn new(metrics: Metrics) -> Self {
-        Self {
-            metrics,
-            ready: AtomicBool::new(false),
-        }
+impl ferrolb_crds::health_server::Exposition for Metrics {
+    fn encode(&self) -> String {
+        Metrics::encode(self)
     }
-}
-
-pub fn router(health: Arc<Health>) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .with_state(health)
-}
-
-async fn metrics(State(health): State<Arc<Health>>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        health.metrics.encode(),
-    )
-}
-
-async fn readyz(State(health): State<Arc<Health>>) -> impl IntoResponse {
-    if health.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ok")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced")
-    }
-}
-
-/// Binds first, so a taken port stops the controller at startup with a clear error.
-pub async fn bind(address: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(address)
-        .await
-        .with_context(|| format!("cannot serve metrics and health on {address}"))
-}
-
-/// Serves until the process ends.
-pub async fn serve(listener: tokio::net::TcpListener, health: Arc<Health>) {
-    if let Ok(address) = listener.local_addr() {
-        tracing::info!(%address, "serving /metrics, /healthz and /readyz");
-    }
-    if let Err(error) = axum::serve(listener, router(health)).await {
-        tracing::error!(%error, "the metrics and health server stopped");
-    }
+    const NOT_READY: &'static str = "caches not synced";
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use ferrolb_crds::health_server::Exposition;
 
-    async fn get(address: SocketAddr, path: &str) -> String {
-        let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
-        let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.unwrap();
-        response
-    }
-
-    #[tokio::test]
-    async fn endpoints_answer_and_readiness_follows_sync() {
-        let health = Arc::new(Health::new(Metrics::new()));
-        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-        let address = listener.local_addr().unwrap();
-        tokio::spawn(serve(listener, health.clone()));
-        assert!(get(address, "/healthz").await.starts_with("HTTP/1.1 200"));
-        assert!(get(address, "/readyz").await.starts_with("HTTP/1.1 503"));
-        health.ready.store(true, Ordering::Relaxed);
-        assert!(get(address, "/readyz").await.starts_with("HTTP/1.1 200"));
-        let metrics = get(address, "/metrics").await;
+    #[test]
+    fn the_endpoints_expose_the_controller_metrics() {
+        let health = Health::new(Metrics::new());
+        let text = Exposition::encode(&health.metrics);
         assert!(
-            metrics.contains("ferrolb_controller_reconcile_duration_seconds"),
-            "{metrics}"
+            text.contains("ferrolb_controller_reconcile_duration_seconds"),
+            "{text}"
         );
+        assert_eq!(<Metrics as Exposition>::NOT_READY, "caches not synced");
     }
 }

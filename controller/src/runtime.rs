@@ -1,6 +1,6 @@
 //! The controller process: watches, leader election, and carrying out [`Action`]s against the API.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use ferrolb_crds::{IPAddressPool, IPAddressPoolStatus};
-use futures::stream::{BoxStream, SelectAll};
+use futures::future::BoxFuture;
+use futures::stream::{BoxStream, FuturesUnordered, SelectAll};
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Service};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
@@ -34,7 +35,7 @@ pub const FIELD_MANAGER: &str = "ferrolb-controller";
 
 /// Most watch events folded into one step, so a burst costs one pass over the pending work.
 const MAX_BATCH: usize = 1024;
-/// API writes in flight at once within a step.
+/// API writes in flight at once.
 const WRITE_CONCURRENCY: usize = 32;
 /// Wait before retrying writes that failed.
 const RETRY_DELAY: Duration = Duration::from_secs(2);
@@ -100,25 +101,138 @@ where
         .boxed()
 }
 
-/// The object an action writes; the actions on one object run in order.
+/// What one write sets. At most one write per slot is in flight, and a slot waiting to be written
+/// holds only the latest desired value, so an older value never lands after a newer one.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum WriteTarget {
-    Service(ServiceKey),
+enum Slot {
+    Status(ServiceKey),
+    Annotation(ServiceKey),
+    /// Events are records, not states: each one is its own slot.
+    Event(u64),
     Pool(String),
 }
 
-/// What a write came back with, applied to [`State`] once the step's writes are done.
+impl Slot {
+    /// Lower first: the status is what users wait for; pool status, the annotation and events
+    /// must not hold it up.
+    fn priority(&self) -> usize {
+        match self {
+            Slot::Status(_) => 0,
+            Slot::Pool(_) => 1,
+            Slot::Annotation(_) => 2,
+            Slot::Event(_) => 3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Write {
+    Status(Vec<IpAddr>),
+    Annotation(Option<String>),
+    Event {
+        service: ServiceKey,
+        reference: ObjectReference,
+        warning: bool,
+        reason: &'static str,
+        message: String,
+    },
+    PoolStatus(IPAddressPoolStatus),
+}
+
+/// What a write came back with.
 enum WriteOutcome {
     Service(Box<Service>),
     RetryService(ServiceKey),
     PoolStatus(String, IPAddressPoolStatus),
+    Nothing,
 }
+
+/// The queue between [`State`] and the API: allocation keeps consuming watch events while writes
+/// are in flight, instead of waiting for a whole step's writes before reading the next events.
+#[derive(Default)]
+struct WriteQueue {
+    queues: [VecDeque<Slot>; 4],
+    /// Latest desired value per slot not yet started.
+    desired: HashMap<Slot, Write>,
+    /// The value each started write is setting.
+    in_flight: HashMap<Slot, Write>,
+    next_event: u64,
+}
+
+impl WriteQueue {
+    fn push(&mut self, slot: Slot, write: Write) {
+        if self.in_flight.get(&slot) == Some(&write) {
+            // What is being written already; a different value queued before it is now stale.
+            self.desired.remove(&slot);
+            return;
+        }
+        if self.desired.insert(slot.clone(), write).is_none() {
+            self.queues[slot.priority()].push_back(slot);
+        }
+    }
+
+    fn push_event(&mut self, write: Write) {
+        self.next_event += 1;
+        self.push(Slot::Event(self.next_event), write);
+    }
+
+    /// The next write to start, if a slot is free.
+    fn next(&mut self) -> Option<(Slot, Write)> {
+        for queue in &mut self.queues {
+            while let Some(slot) = queue.pop_front() {
+                // A slot still in flight is queued again when that write finishes.
+                if self.in_flight.contains_key(&slot) {
+                    continue;
+                }
+                if let Some(write) = self.desired.remove(&slot) {
+                    self.in_flight.insert(slot.clone(), write.clone());
+                    return Some((slot, write));
+                }
+            }
+        }
+        None
+    }
+
+    fn finished(&mut self, slot: &Slot) {
+        self.in_flight.remove(slot);
+        if self.desired.contains_key(slot) {
+            self.queues[slot.priority()].push_front(slot.clone());
+        }
+    }
+
+    fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Forgets every write not yet started (they were decided from state about to be rebuilt, or
+    /// by a replica that is no longer leader).
+    fn drop_queued(&mut self) {
+        self.desired.clear();
+        for queue in &mut self.queues {
+            queue.clear();
+        }
+    }
+}
+
+/// What a write needs of the controller, cheap to clone into each write's future.
+#[derive(Clone)]
+struct Writer {
+    client: Client,
+    reporter: Reporter,
+    health: Arc<Health>,
+}
+
+type WriteFuture = BoxFuture<'static, (Slot, WriteOutcome)>;
 
 /// Connects [`State`] to the cluster.
 pub struct Controller {
     client: Client,
-    reporter: Reporter,
+    writer: Writer,
     health: Arc<Health>,
+    queue: WriteQueue,
+    /// Services whose write failed, retried together after [`RETRY_DELAY`].
+    retries: BTreeSet<ServiceKey>,
+    retry_at: Option<Instant>,
     state: State,
     services: Relist<Service>,
     pools: Relist<IPAddressPool>,
@@ -162,9 +276,16 @@ impl Controller {
             instance: Some(identity.to_owned()),
         };
         Self {
-            reporter,
+            writer: Writer {
+                client: client.clone(),
+                reporter,
+                health: health.clone(),
+            },
             client,
             health,
+            queue: WriteQueue::default(),
+            retries: BTreeSet::new(),
+            retry_at: None,
             state: State::new(lb_class),
             services: Relist::default(),
             pools: Relist::default(),
@@ -234,15 +355,13 @@ impl Controller {
                 "namespaces",
             ),
         ]);
+        let mut writes: FuturesUnordered<WriteFuture> = FuturesUnordered::new();
         let mut is_leader = *leader.borrow_and_update();
         tracing::info!(leader = is_leader, "controller started");
         tokio::pin!(shutdown);
         loop {
-            let idle = if self.state.has_work() {
-                RETRY_DELAY
-            } else {
-                Duration::from_secs(3600)
-            };
+            let far = Instant::now() + Duration::from_secs(3600);
+            let retry_at = self.retry_at.unwrap_or(far);
             tokio::select! {
                 () = &mut shutdown => break,
                 changed = leader.changed() => {
@@ -253,6 +372,11 @@ impl Controller {
                         self.state.request_rebuild();
                     } else if !now_leader && is_leader {
                         tracing::warn!("lost leadership; no longer writing");
+                        // Only the leader writes: abandon everything queued or in flight.
+                        self.queue = WriteQueue::default();
+                        writes = FuturesUnordered::new();
+                        self.retries.clear();
+                        self.retry_at = None;
                     }
                     is_leader = now_leader;
                 }
@@ -266,17 +390,44 @@ impl Controller {
                         }
                     }
                 }
-                () = tokio::time::sleep(idle) => {}
+                Some((slot, outcome)) = writes.next(), if !writes.is_empty() => {
+                    self.finished(&slot, outcome);
+                    while let Some(Some((slot, outcome))) = writes.next().now_or_never() {
+                        self.finished(&slot, outcome);
+                    }
+                }
+                () = tokio::time::sleep_until(retry_at.into()) => {
+                    self.retry_at = None;
+                    for key in std::mem::take(&mut self.retries) {
+                        self.state.retry(key);
+                    }
+                }
             }
             self.health.ready.store(self.synced(), Ordering::Relaxed);
-            if self.synced() && is_leader && self.state.has_work() {
+            if !is_leader {
+                continue;
+            }
+            // A rebuild reads allocations back from Service status: it waits until every write
+            // in flight has landed in the cache, or it could hand an address being written to
+            // another Service.
+            let rebuild_blocked = self.state.rebuild_requested() && self.queue.in_flight() > 0;
+            if self.synced() && self.state.has_work() && !rebuild_blocked {
                 let started = Instant::now();
+                if self.state.rebuild_requested() {
+                    self.queue.drop_queued();
+                }
                 let actions = self.state.step(Timestamp::now());
-                self.execute(actions).await;
+                self.enqueue(actions);
                 self.update_pool_metrics();
                 self.metrics()
                     .reconcile_duration
                     .observe(started.elapsed().as_secs_f64());
+            }
+            while self.queue.in_flight() < WRITE_CONCURRENCY {
+                let Some((slot, write)) = self.queue.next() else {
+                    break;
+                };
+                writes.push(self.writer.clone().perform(slot, write).boxed());
             }
         }
         tracing::info!("controller stopping");
@@ -300,73 +451,17 @@ impl Controller {
         self.known_pools = names;
     }
 
-    /// Carries out one step's actions. Writes to different objects run concurrently (a burst of
-    /// Services would otherwise wait for thousands of round trips one after another); the
-    /// actions on one Service or one pool keep their order. State learns the outcomes once every
-    /// write of the step has finished, so the next step sees them all.
-    async fn execute(&mut self, actions: Vec<Action>) {
-        let mut lanes: Vec<Vec<Action>> = Vec::new();
-        let mut lane_of: HashMap<WriteTarget, usize> = HashMap::new();
+    /// Turns a step's actions into queued writes (latest value per slot wins).
+    fn enqueue(&mut self, actions: Vec<Action>) {
         for action in actions {
-            let target = match &action {
-                Action::ServiceStatus { service, .. }
-                | Action::ServicePoolAnnotation { service, .. }
-                | Action::ServiceEvent { service, .. } => WriteTarget::Service(service.clone()),
-                Action::PoolStatus { pool, .. } => WriteTarget::Pool(pool.clone()),
-                Action::AllocationFailure { metric_reason } => {
-                    self.metrics().allocation_failed(metric_reason);
-                    continue;
-                }
-            };
-            let index = *lane_of.entry(target).or_insert_with(|| {
-                lanes.push(Vec::new());
-                lanes.len() - 1
-            });
-            lanes[index].push(action);
-        }
-        let this = &*self;
-        let outcomes: Vec<Vec<WriteOutcome>> =
-            futures::stream::iter(lanes.into_iter().map(|lane| this.run_lane(lane)))
-                .buffer_unordered(WRITE_CONCURRENCY)
-                .collect()
-                .await;
-        for outcome in outcomes.into_iter().flatten() {
-            match outcome {
-                WriteOutcome::Service(written) => self.state.written_service(*written),
-                WriteOutcome::RetryService(service) => self.state.retry(service),
-                WriteOutcome::PoolStatus(pool, status) => {
-                    self.state.written_pool_status(&pool, status);
-                }
-            }
-        }
-    }
-
-    /// The actions on one object, in order.
-    async fn run_lane(&self, lane: Vec<Action>) -> Vec<WriteOutcome> {
-        let params = PatchParams {
-            field_manager: Some(FIELD_MANAGER.to_owned()),
-            ..Default::default()
-        };
-        let mut outcomes = Vec::new();
-        for action in lane {
-            let outcome = match action {
+            match action {
                 Action::ServiceStatus { service, addresses } => {
-                    self.patch_service_status(&params, service, &addresses)
-                        .await
+                    self.queue
+                        .push(Slot::Status(service), Write::Status(addresses));
                 }
                 Action::ServicePoolAnnotation { service, pool } => {
-                    let api: Api<Service> =
-                        Api::namespaced(self.client.clone(), &service.namespace);
-                    let patch = Patch::Merge(pool_annotation_patch(pool.as_deref()));
-                    match api.patch(&service.name, &params, &patch).await {
-                        Ok(written) => Some(WriteOutcome::Service(Box::new(written))),
-                        Err(error) if is_not_found(&error) => None,
-                        Err(error) => {
-                            tracing::warn!(service = %service, %error, "writing the pool annotation failed");
-                            self.metrics().api_error("services", "patch");
-                            Some(WriteOutcome::RetryService(service))
-                        }
-                    }
+                    self.queue
+                        .push(Slot::Annotation(service), Write::Annotation(pool));
                 }
                 Action::ServiceEvent {
                     service,
@@ -374,89 +469,142 @@ impl Controller {
                     reason: event_reason,
                     message,
                 } => {
-                    self.publish(&service, warning, event_reason, message).await;
-                    None
+                    if warning {
+                        tracing::warn!(service = %service, reason = event_reason, "{message}");
+                    } else {
+                        tracing::info!(service = %service, reason = event_reason, "{message}");
+                    }
+                    let Some(object) = self.state.service(&service) else {
+                        continue;
+                    };
+                    let reference = object.object_ref(&());
+                    self.queue.push_event(Write::Event {
+                        service,
+                        reference,
+                        warning,
+                        reason: event_reason,
+                        message,
+                    });
                 }
                 Action::PoolStatus { pool, status } => {
-                    let api: Api<IPAddressPool> = Api::all(self.client.clone());
-                    let patch = Patch::Merge(pool_status_patch(&status));
-                    match api.patch_status(&pool, &params, &patch).await {
-                        Ok(_) => Some(WriteOutcome::PoolStatus(pool, status)),
-                        Err(error) if is_not_found(&error) => None,
-                        Err(error) => {
-                            tracing::warn!(pool, %error, "writing pool status failed");
-                            self.metrics().api_error("ipaddresspools/status", "patch");
-                            None
-                        }
-                    }
+                    self.queue.push(Slot::Pool(pool), Write::PoolStatus(status));
                 }
                 Action::AllocationFailure { metric_reason } => {
                     self.metrics().allocation_failed(metric_reason);
-                    None
                 }
-            };
-            outcomes.extend(outcome);
-        }
-        outcomes
-    }
-
-    async fn patch_service_status(
-        &self,
-        params: &PatchParams,
-        service: ServiceKey,
-        addresses: &[IpAddr],
-    ) -> Option<WriteOutcome> {
-        let api: Api<Service> = Api::namespaced(self.client.clone(), &service.namespace);
-        let patch = Patch::Merge(status_patch(addresses));
-        match api.patch_status(&service.name, params, &patch).await {
-            Ok(written) => Some(WriteOutcome::Service(Box::new(written))),
-            Err(error) if is_not_found(&error) => None,
-            Err(error) => {
-                tracing::warn!(service = %service, %error, "writing Service status failed");
-                self.metrics().api_error("services/status", "patch");
-                Some(WriteOutcome::RetryService(service))
             }
         }
     }
 
-    async fn publish(
-        &self,
-        service: &ServiceKey,
-        warning: bool,
-        event_reason: &'static str,
-        message: String,
-    ) {
-        if warning {
-            tracing::warn!(service = %service, reason = event_reason, "{message}");
-        } else {
-            tracing::info!(service = %service, reason = event_reason, "{message}");
-        }
-        let Some(object) = self.state.service(service) else {
-            return;
-        };
-        let reference = object.object_ref(&());
-        let event = KubeEvent {
-            type_: if warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: event_reason.to_owned(),
-            note: Some(message),
-            action: match event_reason {
-                reason::CLEAR_ASSIGNMENT => "Release",
-                _ => "Allocate",
+    fn finished(&mut self, slot: &Slot, outcome: WriteOutcome) {
+        self.queue.finished(slot);
+        match outcome {
+            WriteOutcome::Service(written) => self.state.written_service(*written),
+            WriteOutcome::RetryService(service) => {
+                // The allocator keeps the address for this Service meanwhile, so nobody else
+                // gets it; the retry writes whatever is desired by then.
+                self.retries.insert(service);
+                self.retry_at
+                    .get_or_insert_with(|| Instant::now() + RETRY_DELAY);
             }
-            .to_owned(),
-            secondary: None,
-        };
-        // A Recorder folds events with the same reason into a series that keeps the first note;
-        // a fresh one per event keeps every note exact (State already drops repeats).
-        let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
-        if let Err(error) = recorder.publish(&event, &reference).await {
-            tracing::warn!(service = %service, %error, "publishing an event failed");
-            self.metrics().api_error("events", "create");
+            WriteOutcome::PoolStatus(pool, status) => {
+                self.state.written_pool_status(&pool, status);
+            }
+            WriteOutcome::Nothing => {}
         }
+    }
+}
+
+impl Writer {
+    fn metrics(&self) -> &Metrics {
+        &self.health.metrics
+    }
+
+    async fn perform(self, slot: Slot, write: Write) -> (Slot, WriteOutcome) {
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..Default::default()
+        };
+        let outcome = match (&slot, write) {
+            (Slot::Status(service), Write::Status(addresses)) => {
+                let api: Api<Service> = Api::namespaced(self.client.clone(), &service.namespace);
+                let patch = Patch::Merge(status_patch(&addresses));
+                match api.patch_status(&service.name, &params, &patch).await {
+                    Ok(written) => WriteOutcome::Service(Box::new(written)),
+                    Err(error) if is_not_found(&error) => WriteOutcome::Nothing,
+                    Err(error) => {
+                        tracing::warn!(service = %service, %error, "writing Service status failed");
+                        self.metrics().api_error("services/status", "patch");
+                        WriteOutcome::RetryService(service.clone())
+                    }
+                }
+            }
+            (Slot::Annotation(service), Write::Annotation(pool)) => {
+                let api: Api<Service> = Api::namespaced(self.client.clone(), &service.namespace);
+                let patch = Patch::Merge(pool_annotation_patch(pool.as_deref()));
+                match api.patch(&service.name, &params, &patch).await {
+                    Ok(written) => WriteOutcome::Service(Box::new(written)),
+                    Err(error) if is_not_found(&error) => WriteOutcome::Nothing,
+                    Err(error) => {
+                        tracing::warn!(service = %service, %error, "writing the pool annotation failed");
+                        self.metrics().api_error("services", "patch");
+                        WriteOutcome::RetryService(service.clone())
+                    }
+                }
+            }
+            (
+                Slot::Event(_),
+                Write::Event {
+                    service,
+                    reference,
+                    warning,
+                    reason: event_reason,
+                    message,
+                },
+            ) => {
+                let event = KubeEvent {
+                    type_: if warning {
+                        EventType::Warning
+                    } else {
+                        EventType::Normal
+                    },
+                    reason: event_reason.to_owned(),
+                    note: Some(message),
+                    action: match event_reason {
+                        reason::CLEAR_ASSIGNMENT => "Release",
+                        _ => "Allocate",
+                    }
+                    .to_owned(),
+                    secondary: None,
+                };
+                // A Recorder folds events with the same reason into a series that keeps the
+                // first note; a fresh one per event keeps every note exact (State already drops
+                // repeats).
+                let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
+                if let Err(error) = recorder.publish(&event, &reference).await {
+                    tracing::warn!(service = %service, %error, "publishing an event failed");
+                    self.metrics().api_error("events", "create");
+                }
+                WriteOutcome::Nothing
+            }
+            (Slot::Pool(pool), Write::PoolStatus(status)) => {
+                let api: Api<IPAddressPool> = Api::all(self.client.clone());
+                let patch = Patch::Merge(pool_status_patch(&status));
+                match api.patch_status(pool, &params, &patch).await {
+                    Ok(_) => WriteOutcome::PoolStatus(pool.clone(), status),
+                    Err(error) if is_not_found(&error) => WriteOutcome::Nothing,
+                    Err(error) => {
+                        // The next step compares against the unchanged cache and writes again.
+                        tracing::warn!(pool, %error, "writing pool status failed");
+                        self.metrics().api_error("ipaddresspools/status", "patch");
+                        WriteOutcome::Nothing
+                    }
+                }
+            }
+            // Slots and writes are built in pairs by `enqueue`.
+            _ => WriteOutcome::Nothing,
+        };
+        (slot, outcome)
     }
 }
 

@@ -48,13 +48,7 @@ pub enum RequestError {
     UnknownFamilyPolicy(String),
 }
 
-/// Whether the controller handles this Service: type LoadBalancer and the class it serves.
-pub fn qualifies(service: &Service, lb_class: Option<&str>) -> bool {
-    let Some(spec) = &service.spec else {
-        return false;
-    };
-    spec.type_.as_deref() == Some("LoadBalancer") && spec.load_balancer_class.as_deref() == lb_class
-}
+pub use ferrolb_crds::service_class::qualifies;
 
 pub fn service_key(service: &Service) -> Option<ServiceKey> {
     Some(ServiceKey::new(

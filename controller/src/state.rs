@@ -22,6 +22,7 @@ pub mod reason {
     pub const IP_ALLOCATED: &str = "IPAllocated";
     pub const ALLOCATION_FAILED: &str = "AllocationFailed";
     pub const CLEAR_ASSIGNMENT: &str = "ClearAssignment";
+    pub const POOL_CHANGED: &str = "PoolChanged";
 }
 
 /// A write the controller wants done.
@@ -105,6 +106,11 @@ impl State {
 
     pub fn has_work(&self) -> bool {
         self.rebuild_needed || self.pools_changed || !self.dirty.is_empty()
+    }
+
+    /// Whether the next step rebuilds every allocation from Service status.
+    pub fn rebuild_requested(&self) -> bool {
+        self.rebuild_needed
     }
 
     /// Everything is recomputed from the caches and Service status at the next step.
@@ -300,10 +306,27 @@ impl State {
     fn update_pools(&mut self, actions: &mut Vec<Action>) {
         self.pools_changed = false;
         self.assessments = pools::assess(&self.pools.values().cloned().collect::<Vec<_>>());
-        let dropped = self
+        let changes = self
             .allocator
             .set_pools(self.assessments.iter().filter_map(|a| a.config.clone()));
-        for (assignment, why) in dropped {
+        for moved in changes.rehomed {
+            let service = moved.assignment.request.service.clone();
+            actions.push(Action::ServiceEvent {
+                service: service.clone(),
+                warning: false,
+                reason: reason::POOL_CHANGED,
+                message: format!(
+                    "kept {}, now from pool {} instead of pool {}: {}",
+                    join_ips(&moved.assignment.addresses),
+                    moved.assignment.pool,
+                    moved.from,
+                    moved.reason
+                ),
+            });
+            // Processing it rewrites the pool annotation; the addresses stay.
+            self.dirty.insert(service);
+        }
+        for (assignment, why) in changes.dropped {
             let service = assignment.request.service.clone();
             actions.push(Action::ServiceEvent {
                 service: service.clone(),

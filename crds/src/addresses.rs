@@ -79,10 +79,13 @@ pub fn address_value(ip: IpAddr) -> u128 {
 /// IPv4 addresses ending in .0 or .255, which some old clients and routers mishandle
 /// (`spec.avoidBuggyIPs`). IPv6 has no such addresses.
 pub fn is_buggy(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => matches!(v4.octets()[3], 0 | 255),
-        IpAddr::V6(_) => false,
-    }
+    is_buggy_value(IpFamily::of(ip), address_value(ip))
+}
+
+/// [`is_buggy`] for an address given as its number within its family, as the allocator keeps
+/// them.
+pub fn is_buggy_value(family: IpFamily, value: u128) -> bool {
+    family == IpFamily::IPv4 && matches!(value % 256, 0 | 255)
 }
 
 /// An inclusive range of addresses of one family.
@@ -522,6 +525,9 @@ mod tests {
         );
         assert!(is_buggy(ip("198.51.100.0")) && is_buggy(ip("198.51.100.255")));
         assert!(!is_buggy(ip("2001:db8:1::ff")));
+        assert!(is_buggy_value(IpFamily::IPv4, 0x0100) && is_buggy_value(IpFamily::IPv4, 0x01ff));
+        assert!(!is_buggy_value(IpFamily::IPv4, 0x0101));
+        assert!(!is_buggy_value(IpFamily::IPv6, 0xff));
         let whole = AddressSet::parse(["0.0.0.0/0"]).unwrap();
         assert_eq!(
             whole.usable_count(IpFamily::IPv4, true),

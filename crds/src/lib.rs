@@ -4,12 +4,15 @@
 pub mod address_count;
 pub mod addresses;
 pub mod annotations;
+#[cfg(feature = "health-server")]
+pub mod health_server;
 pub mod ip_address_pool;
 pub mod l2_advertisement;
 pub mod manifests;
 pub mod permissions;
 pub mod schema;
 pub mod selector;
+pub mod service_class;
 pub mod service_l2_status;
 #[cfg(test)]
 mod test_support;

@@ -1,63 +1,111 @@
-//! The packet sockets of the interfaces this node announces on: opened and closed as that set
-//! changes, each read by its own task so that reading never blocks the runtime, and everything
-//! received funnelled into one channel for the speaker's single-threaded state.
+//! The packet sockets of the interfaces this node announces on, opened and closed as that set
+//! changes.
+//!
+//! Each socket is read by an OS thread of its own, which answers requests right where it reads
+//! them, from the latest [`Snapshot`] the main loop published: a reply costs no hop through the
+//! async runtime or the main loop, and the runtime never waits on a read. The decision is
+//! [`Snapshot::handle_frame`], the same pure code the state uses. Only what changes state (a
+//! conflict) is passed on to the main loop; counters are updated in place.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io;
+use std::io::{self, Read};
 use std::net::Ipv6Addr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use ferrolb_crds::InterfaceName;
+use socket2::Socket;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
+use crate::announcer::Conflict;
+use crate::metrics::FrameCounters;
 use crate::packet::{ETHERTYPE_ARP, ETHERTYPE_IPV6};
-use crate::packet_socket::{MulticastMemberships, PacketSocket, RECEIVE_BUFFER_LEN};
+use crate::packet_socket::{MulticastMemberships, RECEIVE_BUFFER_LEN, open_blocking};
+use crate::speaker_state::Snapshot;
 
-/// Frames waiting for the speaker. Past this, new frames are dropped: an answer that comes late
-/// is worth less than keeping up with the ones that follow.
-pub const RECEIVE_QUEUE_LEN: usize = 1024;
+/// Conflicts waiting for the main loop. Past this, new ones are dropped: the first of a burst
+/// already triggers the defence and the event, and a flood of forged claims must not grow memory.
+pub const CONFLICT_QUEUE_LEN: usize = 256;
 
-/// One frame received on one interface.
+/// How long a reader waits for a frame before looking whether it should stop: the longest a
+/// deselected interface's socket stays open (it answers nothing meanwhile).
+const READ_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// A conflict a reader saw, and when.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Received {
-    pub interface: InterfaceName,
-    pub frame: Vec<u8>,
+pub struct ConflictSeen {
+    pub conflict: Conflict,
+    pub at: Instant,
+}
+
+/// The snapshot the readers answer from; replaced whole, never changed in place, so a reader
+/// decides each frame from one consistent view.
+#[derive(Debug, Default)]
+pub struct Published(RwLock<Arc<Snapshot>>);
+
+impl Published {
+    pub fn publish(&self, snapshot: Snapshot) {
+        // The lock guards a pointer swap that cannot panic half-way: a poisoned lock still
+        // holds a whole snapshot.
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(snapshot);
+    }
+
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
 }
 
 struct InterfaceSockets {
     index: u32,
-    arp: Arc<PacketSocket>,
-    ipv6: Arc<PacketSocket>,
-    readers: [JoinHandle<()>; 2],
+    arp: Arc<Socket>,
+    ipv6: Arc<Socket>,
+    stop: Arc<AtomicBool>,
 }
 
 impl Drop for InterfaceSockets {
     fn drop(&mut self) {
-        for reader in &self.readers {
-            reader.abort();
-        }
+        // The readers hold the sockets too; they close them when they see this.
+        self.stop.store(true, Ordering::Release);
     }
 }
 
 pub struct DataPlane {
     interfaces: BTreeMap<InterfaceName, InterfaceSockets>,
-    received: mpsc::Sender<Received>,
+    published: Arc<Published>,
+    counters: FrameCounters,
+    conflicts: mpsc::Sender<ConflictSeen>,
     memberships: MulticastMemberships,
 }
 
 impl DataPlane {
-    /// Must be called within a Tokio runtime.
-    pub fn new() -> io::Result<(Self, mpsc::Receiver<Received>)> {
-        let (sender, receiver) = mpsc::channel(RECEIVE_QUEUE_LEN);
+    /// Answers nothing until [`DataPlane::publish`] is called. Conflicts the readers see come
+    /// out of the returned receiver.
+    pub fn new(counters: FrameCounters) -> io::Result<(Self, mpsc::Receiver<ConflictSeen>)> {
+        let (sender, receiver) = mpsc::channel(CONFLICT_QUEUE_LEN);
         Ok((
             Self {
                 interfaces: BTreeMap::new(),
-                received: sender,
+                published: Arc::new(Published::default()),
+                counters,
+                conflicts: sender,
                 memberships: MulticastMemberships::new()?,
             },
             receiver,
         ))
+    }
+
+    /// What the readers answer from, from the next frame on.
+    pub fn publish(&self, snapshot: Snapshot) {
+        self.published.publish(snapshot);
+    }
+
+    /// The snapshot the readers use now.
+    pub fn published(&self) -> Arc<Snapshot> {
+        self.published.current()
     }
 
     /// Listens on exactly the `wanted` interfaces (name and kernel index): opens sockets on new
@@ -85,26 +133,27 @@ impl DataPlane {
     }
 
     fn open(&self, name: &InterfaceName, index: u32) -> io::Result<InterfaceSockets> {
-        let arp = Arc::new(PacketSocket::open(index, ETHERTYPE_ARP)?);
-        let ipv6 = Arc::new(PacketSocket::open(index, ETHERTYPE_IPV6)?);
-        let readers = [
-            tokio::spawn(read_frames(
-                name.clone(),
-                arp.clone(),
-                self.received.clone(),
-            )),
-            tokio::spawn(read_frames(
-                name.clone(),
-                ipv6.clone(),
-                self.received.clone(),
-            )),
-        ];
-        Ok(InterfaceSockets {
+        let sockets = InterfaceSockets {
             index,
-            arp,
-            ipv6,
-            readers,
-        })
+            arp: Arc::new(open_blocking(index, ETHERTYPE_ARP, READ_TIMEOUT)?),
+            ipv6: Arc::new(open_blocking(index, ETHERTYPE_IPV6, READ_TIMEOUT)?),
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        for socket in [&sockets.arp, &sockets.ipv6] {
+            let reader = Reader {
+                interface: name.clone(),
+                socket: socket.clone(),
+                published: self.published.clone(),
+                counters: self.counters.clone(),
+                conflicts: self.conflicts.clone(),
+                stop: sockets.stop.clone(),
+            };
+            // On failure `sockets` is dropped, which stops a reader already started.
+            std::thread::Builder::new()
+                .name(format!("rx-{name}"))
+                .spawn(move || reader.run())?;
+        }
+        Ok(sockets)
     }
 
     pub fn listening(&self) -> BTreeSet<InterfaceName> {
@@ -127,8 +176,9 @@ impl DataPlane {
         self.memberships.reconcile(&wanted)
     }
 
-    /// Sends a frame we built on `interface`, through the socket of its EtherType.
-    pub async fn send(&self, interface: &InterfaceName, frame: &[u8]) -> io::Result<()> {
+    /// Sends a frame we built on `interface`, through the socket of its EtherType, without
+    /// waiting: called from the async runtime, where a full transmit queue must not block.
+    pub fn send(&self, interface: &InterfaceName, frame: &[u8]) -> io::Result<()> {
         let sockets = self.interfaces.get(interface).ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::NotFound,
@@ -140,43 +190,94 @@ impl DataPlane {
         } else {
             &sockets.ipv6
         };
-        socket.send(frame).await
+        send_whole(socket, frame, libc::MSG_DONTWAIT)
     }
 }
 
-async fn read_frames(
+fn send_whole(socket: &Socket, frame: &[u8], flags: libc::c_int) -> io::Result<()> {
+    let sent = socket.send_with_flags(frame, flags)?;
+    if sent == frame.len() {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::WriteZero,
+            format!("sent {sent} of {} bytes", frame.len()),
+        ))
+    }
+}
+
+/// One socket's reading thread.
+struct Reader {
     interface: InterfaceName,
-    socket: Arc<PacketSocket>,
-    sink: mpsc::Sender<Received>,
-) {
-    let mut buffer = vec![0; RECEIVE_BUFFER_LEN];
-    loop {
-        match socket.recv(&mut buffer).await {
-            Ok(len) => {
-                let received = Received {
-                    interface: interface.clone(),
-                    frame: buffer.get(..len).unwrap_or_default().to_vec(),
-                };
-                match sink.try_send(received) {
+    socket: Arc<Socket>,
+    published: Arc<Published>,
+    counters: FrameCounters,
+    conflicts: mpsc::Sender<ConflictSeen>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Reader {
+    fn run(self) {
+        let interface = &self.interface;
+        let mut buffer = vec![0; RECEIVE_BUFFER_LEN];
+        while !self.stop.load(Ordering::Acquire) {
+            // `Read` is implemented for `&Socket`: the main loop sends on it meanwhile.
+            let len = match (&*self.socket).read(&mut buffer) {
+                Ok(len) => len,
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    continue;
+                }
+                // The link was deleted: a new one with this name gets new sockets.
+                Err(error) if matches!(error.raw_os_error(), Some(libc::ENXIO | libc::ENODEV)) => {
+                    tracing::info!(%interface, %error, "interface gone, stopped reading");
+                    return;
+                }
+                // Reported once when the link goes down; the socket works again when it is up.
+                Err(error) if error.raw_os_error() == Some(libc::ENETDOWN) => {
+                    tracing::info!(%interface, "interface went down");
+                    continue;
+                }
+                Err(error) => {
+                    tracing::warn!(%interface, %error, "reading a frame failed");
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+            };
+            let now = Instant::now();
+            // Deselected while this frame was read: the interface is no longer ours to answer on.
+            if self.stop.load(Ordering::Acquire) {
+                return;
+            }
+            let frame = buffer.get(..len).unwrap_or_default();
+            let outcome = self.published.current().handle_frame(interface, frame, now);
+            if outcome.request {
+                self.counters.requests.count(frame);
+            }
+            if let Some(error) = outcome.dropped {
+                self.counters.dropped(error);
+            }
+            if let Some(reply) = outcome.reply {
+                // Blocking is fine here: this thread serves only this socket.
+                match send_whole(&self.socket, &reply, 0) {
+                    Ok(()) => self.counters.replies.count(&reply),
+                    Err(error) => {
+                        tracing::debug!(%interface, %error, "sending a reply failed");
+                    }
+                }
+            }
+            if let Some(conflict) = outcome.conflict {
+                match self.conflicts.try_send(ConflictSeen { conflict, at: now }) {
                     Ok(()) => {}
                     Err(mpsc::error::TrySendError::Full(_)) => {
-                        tracing::debug!(%interface, "receive queue full, frame dropped");
+                        tracing::debug!(%interface, "conflict queue full, conflict dropped");
                     }
                     Err(mpsc::error::TrySendError::Closed(_)) => return,
                 }
-            }
-            // The link was deleted: a new one with this name gets new sockets.
-            Err(error) if matches!(error.raw_os_error(), Some(libc::ENXIO | libc::ENODEV)) => {
-                tracing::info!(%interface, %error, "interface gone, stopped reading");
-                return;
-            }
-            // Reported once when the link goes down; the socket works again when it comes up.
-            Err(error) if error.raw_os_error() == Some(libc::ENETDOWN) => {
-                tracing::info!(%interface, "interface went down");
-            }
-            Err(error) => {
-                tracing::warn!(%interface, %error, "reading a frame failed");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
         }
     }

@@ -18,6 +18,7 @@ fn label(key: &str, value: &str) -> Labels {
 pub struct Metrics {
     pub registry: Registry,
     frames_dropped: Family<Labels, Counter>,
+    requests_received: Family<Labels, Counter>,
     replies_sent: Family<Labels, Counter>,
     gratuitous_sent: Family<Labels, Counter>,
     conflicts: Family<Labels, Counter>,
@@ -46,6 +47,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("ferrolb_speaker");
         let metrics = Self {
             frames_dropped: Family::default(),
+            requests_received: Family::default(),
             replies_sent: Family::default(),
             gratuitous_sent: Family::default(),
             conflicts: Family::default(),
@@ -59,6 +61,11 @@ impl Metrics {
             "frames_dropped",
             "Received frames not acted on, by reason",
             metrics.frames_dropped.clone(),
+        );
+        registry.register(
+            "requests_received",
+            "ARP requests and Neighbor Solicitations received on announcing interfaces, by protocol",
+            metrics.requests_received.clone(),
         );
         registry.register(
             "replies_sent",
@@ -107,6 +114,23 @@ impl Metrics {
             .inc();
     }
 
+    /// The counters the packet readers update, resolved once: a label lookup allocates, and
+    /// they count every request.
+    pub fn frame_counters(&self) -> FrameCounters {
+        // Each guard `get_or_create` returns holds the family's lock until its statement ends:
+        // a second lookup in the same statement would wait for it forever.
+        let by_protocol = |family: &Family<Labels, Counter>| {
+            let arp = family.get_or_create(&label("protocol", "arp")).clone();
+            let ndp = family.get_or_create(&label("protocol", "ndp")).clone();
+            ProtocolCounters { arp, ndp }
+        };
+        FrameCounters {
+            requests: by_protocol(&self.requests_received),
+            replies: by_protocol(&self.replies_sent),
+            dropped: self.frames_dropped.clone(),
+        }
+    }
+
     pub fn reply_sent(&self, frame: &[u8]) {
         self.replies_sent
             .get_or_create(&label("protocol", protocol(frame)))
@@ -153,6 +177,40 @@ impl Metrics {
     }
 }
 
+/// One counter per protocol.
+#[derive(Clone, Debug, Default)]
+pub struct ProtocolCounters {
+    pub arp: Counter,
+    pub ndp: Counter,
+}
+
+impl ProtocolCounters {
+    /// Counts `frame` (a request received or a reply built) under its protocol.
+    pub fn count(&self, frame: &[u8]) {
+        match protocol(frame) {
+            "arp" => self.arp.inc(),
+            _ => self.ndp.inc(),
+        };
+    }
+}
+
+/// Counters shared with the packet readers (clones update the same atomics). The default is
+/// unregistered, for tests.
+#[derive(Clone, Debug, Default)]
+pub struct FrameCounters {
+    pub requests: ProtocolCounters,
+    pub replies: ProtocolCounters,
+    dropped: Family<Labels, Counter>,
+}
+
+impl FrameCounters {
+    pub fn dropped(&self, error: ParseError) {
+        self.dropped
+            .get_or_create(&label("reason", error.reason()))
+            .inc();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::IpAddr;
@@ -171,13 +229,25 @@ mod tests {
             mac,
         ));
         metrics.conflict("eth0");
+        let counters = metrics.frame_counters();
+        counters.requests.count(&arp::gratuitous_request(
+            "198.51.100.1".parse().unwrap(),
+            mac,
+        ));
+        counters
+            .replies
+            .count(&arp::gratuitous_reply("198.51.100.1".parse().unwrap(), mac));
+        counters.dropped(ParseError::BadChecksum);
         let ip: IpAddr = "198.51.100.1".parse().unwrap();
         metrics.ownership_changed(&[OwnershipChange::Gained(ip), OwnershipChange::Lost(ip)]);
         metrics.set_state(3, 2, true);
         let text = metrics.encode();
         for expected in [
             r#"ferrolb_speaker_frames_dropped_total{reason="hop_limit_not_255"} 1"#,
-            r#"ferrolb_speaker_replies_sent_total{protocol="arp"} 1"#,
+            r#"ferrolb_speaker_replies_sent_total{protocol="arp"} 2"#,
+            r#"ferrolb_speaker_requests_received_total{protocol="arp"} 1"#,
+            r#"ferrolb_speaker_requests_received_total{protocol="ndp"} 0"#,
+            r#"ferrolb_speaker_frames_dropped_total{reason="bad_checksum"} 1"#,
             r#"ferrolb_speaker_gratuitous_sent_total{protocol="ndp"} 1"#,
             r#"ferrolb_speaker_ip_conflicts_total{interface="eth0"} 1"#,
             r#"ferrolb_speaker_ownership_changes_total{change="gained"} 1"#,

@@ -9,6 +9,7 @@
 use std::collections::BTreeSet;
 use std::io::{self, Read};
 use std::net::{Ipv6Addr, SocketAddr, UdpSocket};
+use std::time::Duration;
 
 use ferrolb_crds::InterfaceName;
 use socket2::{Domain, Protocol, SockAddr, SockAddrStorage, SockFilter, Socket, Type};
@@ -84,6 +85,17 @@ impl PacketSocket {
             }
         }
     }
+}
+
+/// Opens a blocking socket like [`PacketSocket::open`], for a thread of its own: reads wait at
+/// most `read_timeout` (then fail with `WouldBlock`), so the thread can notice it should stop.
+pub fn open_blocking(ifindex: u32, ethertype: u16, read_timeout: Duration) -> io::Result<Socket> {
+    let protocol = Protocol::from(i32::from(ethertype.to_be()));
+    let socket = Socket::new(Domain::PACKET, Type::RAW, Some(protocol))?;
+    socket.attach_filter(&filter_program())?;
+    bind_to_interface(&socket, ifindex, ethertype)?;
+    socket.set_read_timeout(Some(read_timeout))?;
+    Ok(socket)
 }
 
 fn filter_program() -> Vec<SockFilter> {

@@ -7,8 +7,9 @@
 
 use std::ffi::CString;
 use std::io;
+use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -18,7 +19,8 @@ use crate::packet::{
     ArpAnnouncementKind, ETHERTYPE_ARP, ETHERTYPE_IPV6, Inbound, MIN_FRAME_LEN, MacAddr, checksum,
     parse_frame,
 };
-use crate::packet_socket::{PacketSocket, RECEIVE_BUFFER_LEN};
+use crate::packet_socket::{PacketSocket, RECEIVE_BUFFER_LEN, open_blocking};
+use socket2::Socket;
 
 /// Moves the calling thread into the network namespace `/run/netns/<name>`.
 #[allow(unsafe_code)]
@@ -117,6 +119,10 @@ pub struct Heard {
     pub mac: MacAddr,
     /// A solicited answer (ARP reply to us, NA with Solicited set), not a gratuitous one.
     pub solicited: bool,
+    /// The round of the request this answers, when the requests carry
+    /// [`ProbeConfig::sender_tags`]: a reply comes after later requests were sent once the
+    /// rate exceeds one per reply time, so `round` alone would time it from the wrong one.
+    pub answers: Option<u64>,
 }
 
 /// What the client is and asks about.
@@ -130,12 +136,18 @@ pub struct ProbeConfig {
     /// The IPs asked about every `interval` (both families allowed).
     pub targets: Vec<IpAddr>,
     pub interval: Duration,
+    /// Unused LAN addresses the ARP requests of round r come from, in turn (r - 1 modulo
+    /// their number), so each reply, which goes to the sender address, says which request it
+    /// answers. Empty: every request comes from `ipv4`. Replies later than this many intervals
+    /// are attributed to a later round.
+    pub sender_tags: Vec<Ipv4Addr>,
 }
 
 #[derive(Debug, Default)]
 struct Shared {
     heard: Mutex<Vec<Heard>>,
     sent: Mutex<Vec<Instant>>,
+    frames_sent: Mutex<Vec<Instant>>,
     stop: AtomicBool,
 }
 
@@ -180,12 +192,25 @@ impl Probe {
             .unwrap_or_default()
     }
 
+    /// When each request was sent: for round r (from 1) and target t (its index in
+    /// [`ProbeConfig::targets`]), at index (r - 1) * targets + t.
+    pub fn frames_sent(&self) -> Vec<Instant> {
+        self.shared
+            .frames_sent
+            .lock()
+            .map(|sent| sent.clone())
+            .unwrap_or_default()
+    }
+
     /// Forgets what was heard and sent.
     pub fn clear(&self) {
         if let Ok(mut heard) = self.shared.heard.lock() {
             heard.clear();
         }
         if let Ok(mut sent) = self.shared.sent.lock() {
+            sent.clear();
+        }
+        if let Ok(mut sent) = self.shared.frames_sent.lock() {
             sent.clear();
         }
     }
@@ -229,6 +254,9 @@ pub fn double_answers(heard: &[Heard]) -> Vec<(u64, IpAddr, Vec<MacAddr>)> {
         .collect()
 }
 
+/// How long a receiving thread waits before looking whether the probe stopped.
+const READ_TIMEOUT: Duration = Duration::from_millis(50);
+
 fn run(
     config: ProbeConfig,
     shared: Arc<Shared>,
@@ -237,96 +265,152 @@ fn run(
     let setup = (|| {
         enter_netns(&config.netns)?;
         let index = index_of(&config.interface)?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let sockets = runtime.block_on(async {
-            Ok::<_, io::Error>((
-                PacketSocket::open(index, ETHERTYPE_ARP)?,
-                PacketSocket::open(index, ETHERTYPE_IPV6)?,
-            ))
-        })?;
-        Ok::<_, io::Error>((runtime, sockets))
+        Ok::<_, io::Error>((
+            open_blocking(index, ETHERTYPE_ARP, READ_TIMEOUT)?,
+            open_blocking(index, ETHERTYPE_IPV6, READ_TIMEOUT)?,
+        ))
     })();
-    let (runtime, (arp, ipv6)) = match setup {
-        Ok(ready_parts) => {
+    let (arp, ipv6) = match setup {
+        Ok(sockets) => {
             let _ = ready.send(Ok(()));
-            ready_parts
+            sockets
         }
         Err(error) => {
             let _ = ready.send(Err(io::Error::new(error.kind(), error.to_string())));
             return Err(error);
         }
     };
-    let requests: Vec<(bool, Vec<u8>)> = config
+    // Per target, the request of each tag (or the one untagged request).
+    let requests: Vec<(bool, Vec<Vec<u8>>)> = config
         .targets
         .iter()
         .map(|target| match target {
-            IpAddr::V4(v4) => (true, arp_request(config.mac, config.ipv4, *v4)),
-            IpAddr::V6(v6) => (false, neighbor_solicitation(config.mac, config.ipv6, *v6)),
+            IpAddr::V4(v4) if !config.sender_tags.is_empty() => (
+                true,
+                config
+                    .sender_tags
+                    .iter()
+                    .map(|sender| arp_request(config.mac, *sender, *v4))
+                    .collect(),
+            ),
+            IpAddr::V4(v4) => (true, vec![arp_request(config.mac, config.ipv4, *v4)]),
+            IpAddr::V6(v6) => (
+                false,
+                vec![neighbor_solicitation(config.mac, config.ipv6, *v6)],
+            ),
         })
         .collect();
-    runtime.block_on(async {
-        let round = std::sync::atomic::AtomicU64::new(0);
-        let send = async {
-            let mut ticker = tokio::time::interval(config.interval);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            while !shared.stop.load(Ordering::Relaxed) {
-                ticker.tick().await;
-                round.fetch_add(1, Ordering::Relaxed);
-                if let Ok(mut sent) = shared.sent.lock() {
+    let round = AtomicU64::new(0);
+    std::thread::scope(|scope| {
+        scope.spawn(|| receive(&arp, &shared, &round, &config));
+        scope.spawn(|| receive(&ipv6, &shared, &round, &config));
+        precise_sleeps();
+        // On an absolute schedule: a late round does not delay the ones after it.
+        let mut next = Instant::now();
+        let mut sent_rounds = 0u64;
+        while !shared.stop.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            if next > now {
+                std::thread::sleep(next - now);
+            }
+            sent_rounds += 1;
+            round.store(sent_rounds, Ordering::Release);
+            if let Ok(mut sent) = shared.sent.lock() {
+                sent.push(Instant::now());
+            }
+            let tag = usize::try_from(sent_rounds - 1).unwrap_or(0);
+            for (is_arp, frames) in &requests {
+                let socket = if *is_arp { &arp } else { &ipv6 };
+                let Some(frame) = frames.get(tag % frames.len().max(1)) else {
+                    continue;
+                };
+                if let Ok(mut sent) = shared.frames_sent.lock() {
                     sent.push(Instant::now());
                 }
-                for (is_arp, frame) in &requests {
-                    let socket = if *is_arp { &arp } else { &ipv6 };
-                    // A lost request is a lost sample, not the end of the probe.
-                    if let Err(error) = socket.send(frame).await {
-                        eprintln!("probe: sending a request failed: {error}");
-                    }
+                // A lost request is a lost sample, not the end of the probe.
+                if let Err(error) = socket.send(frame) {
+                    eprintln!("probe: sending a request failed: {error}");
                 }
             }
-            Ok::<(), io::Error>(())
-        };
-        tokio::select! {
-            result = send => result,
-            result = receive(&arp, &shared, &round, &config) => result,
-            result = receive(&ipv6, &shared, &round, &config) => result,
+            next += config.interval;
+            // Far behind (the machine stalled): start the schedule afresh rather than burst.
+            let now = Instant::now();
+            if now > next + config.interval * 100 {
+                next = now;
+            }
         }
-    })
+    });
+    Ok(())
 }
 
-async fn receive(
-    socket: &PacketSocket,
-    shared: &Shared,
-    round: &std::sync::atomic::AtomicU64,
-    config: &ProbeConfig,
-) -> io::Result<()> {
+/// Sleeps end within microseconds of their deadline instead of the default 50 us timer slack,
+/// which alone is half of the 100 us between requests at 10,000 per second.
+#[allow(unsafe_code)]
+fn precise_sleeps() {
+    // SAFETY: PR_SET_TIMERSLACK takes one integer argument and touches no memory.
+    let result = unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
+    if result != 0 {
+        eprintln!(
+            "probe: setting the timer slack failed: {}",
+            io::Error::last_os_error()
+        );
+    }
+}
+
+/// The latest round up to `sent` whose requests came from tag `tag` of `tags`.
+fn tagged_round(sent: u64, tag: usize, tags: usize) -> Option<u64> {
+    let (tag, tags) = (u64::try_from(tag).ok()?, u64::try_from(tags).ok()?);
+    if sent == 0 || tag >= tags {
+        return None;
+    }
+    let back = ((sent - 1) % tags + tags - tag) % tags;
+    sent.checked_sub(back).filter(|round| *round > 0)
+}
+
+fn receive(socket: &Socket, shared: &Shared, round: &AtomicU64, config: &ProbeConfig) {
     let mut buffer = vec![0; RECEIVE_BUFFER_LEN];
-    loop {
-        let len = match socket.recv(&mut buffer).await {
+    while !shared.stop.load(Ordering::Relaxed) {
+        let len = match (&*socket).read(&mut buffer) {
             Ok(len) => len,
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue;
+            }
             Err(error) => {
                 eprintln!("probe: receiving failed: {error}");
-                tokio::time::sleep(Duration::from_millis(1)).await;
+                std::thread::sleep(Duration::from_millis(1));
                 continue;
             }
         };
         let at = Instant::now();
+        let sent = round.load(Ordering::Acquire);
         let Ok(inbound) = parse_frame(buffer.get(..len).unwrap_or_default()) else {
             continue;
         };
         if inbound.ethernet_source() == config.mac {
             continue;
         }
-        let (ip, mac, solicited) = match inbound {
-            Inbound::ArpAnnouncement(a) => (
-                IpAddr::V4(a.sender_ip),
-                a.sender_mac,
-                a.kind == ArpAnnouncementKind::Reply && a.target_ip == config.ipv4,
-            ),
+        let (ip, mac, solicited, answers) = match inbound {
+            Inbound::ArpAnnouncement(a) => {
+                let reply = a.kind == ArpAnnouncementKind::Reply;
+                let tag = config.sender_tags.iter().position(|t| *t == a.target_ip);
+                let answers = tag
+                    .filter(|_| reply)
+                    .and_then(|tag| tagged_round(sent, tag, config.sender_tags.len()));
+                (
+                    IpAddr::V4(a.sender_ip),
+                    a.sender_mac,
+                    reply && (a.target_ip == config.ipv4 || tag.is_some()),
+                    answers,
+                )
+            }
             Inbound::NeighborAdvertisement(na) => {
                 let claim = na.claim();
-                (claim.ip, claim.mac, na.solicited)
+                (claim.ip, claim.mac, na.solicited, None)
             }
             _ => continue,
         };
@@ -335,10 +419,11 @@ async fn receive(
         }
         let heard = Heard {
             at,
-            round: round.load(Ordering::Relaxed),
+            round: sent,
             ip,
             mac,
             solicited,
+            answers,
         };
         if let Ok(mut all) = shared.heard.lock() {
             all.push(heard);
@@ -369,6 +454,19 @@ mod tests {
     }
 
     #[test]
+    fn tagged_replies_are_matched_to_the_latest_round_of_their_tag() {
+        // Round r used tag (r - 1) % 4.
+        assert_eq!(tagged_round(0, 0, 4), None);
+        assert_eq!(tagged_round(1, 0, 4), Some(1));
+        assert_eq!(tagged_round(1, 1, 4), None, "tag 1 not sent yet");
+        assert_eq!(tagged_round(6, 1, 4), Some(6));
+        assert_eq!(tagged_round(6, 0, 4), Some(5));
+        assert_eq!(tagged_round(6, 2, 4), Some(3));
+        assert_eq!(tagged_round(6, 3, 4), Some(4));
+        assert_eq!(tagged_round(6, 4, 4), None);
+    }
+
+    #[test]
     fn double_answers_are_per_round_and_ip() {
         let at = Instant::now();
         let ip: IpAddr = "198.51.100.200".parse().unwrap();
@@ -378,6 +476,7 @@ mod tests {
             ip,
             mac: MacAddr([2, 0, 0, 0, 0, mac]),
             solicited,
+            answers: None,
         };
         let clean = [heard(1, 1, true), heard(2, 2, true), heard(2, 1, false)];
         assert!(double_answers(&clean).is_empty());

@@ -1,9 +1,12 @@
-//! The speaker process: Kubernetes watches, the Lease renewer, rtnetlink and the packet sockets,
-//! all feeding one [`SpeakerState`] in one task, which decides and sends every frame.
+//! The speaker process: Kubernetes watches, the Lease renewer, rtnetlink and the conflicts the
+//! packet readers see, all feeding one [`SpeakerState`] in one task, which publishes what the
+//! readers answer from (a [`crate::speaker_state::Snapshot`]) whenever it may have changed.
 //!
-//! Everything that talks to the API and is not needed to answer a frame (Lease renewal,
-//! ServiceL2Status writes, events) runs in its own task, so a slow API server never delays an
-//! ARP/NDP answer; the fence still stops answers a renew deadline after the last renewal sent.
+//! Requests are answered by the readers themselves ([`crate::dataplane`]), so neither this loop
+//! nor the API server is on the path of a reply. Everything that talks to the API (Lease
+//! renewal, ServiceL2Status writes, events) runs in its own task; the snapshot carries the fence
+//! instant, so answers still stop a renew deadline after the last renewal sent even if this loop
+//! is stuck.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -12,6 +15,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use ferrolb_crds::service_class::qualifies;
 use ferrolb_crds::{IPAddressPool, InterfaceName, L2Advertisement};
 use futures::StreamExt;
 use futures::stream::{BoxStream, SelectAll};
@@ -26,7 +30,7 @@ use tokio::sync::{mpsc, watch};
 use crate::announcer::{BurstPolicy, Conflict, OwnershipChange};
 use crate::cli::Args;
 use crate::cluster::{lease, node, service};
-use crate::dataplane::{DataPlane, Received};
+use crate::dataplane::{ConflictSeen, DataPlane};
 use crate::election::{LeaseTiming, PoolFacts, ServiceId};
 use crate::http::{self, Health};
 use crate::interfaces::{LinkState, announcing_links, publishable};
@@ -119,14 +123,6 @@ impl<K: Resource> Store<K> {
             }
         }
     }
-}
-
-/// Whether the speaker announces this Service: type LoadBalancer, of its class.
-pub fn qualifies(service: &Service, lb_class: Option<&str>) -> bool {
-    service.spec.as_ref().is_some_and(|spec| {
-        spec.type_.as_deref() == Some("LoadBalancer")
-            && spec.load_balancer_class.as_deref() == lb_class
-    })
 }
 
 struct Speaker {
@@ -303,7 +299,7 @@ impl Speaker {
     }
 
     /// Re-elects if anything changed, then opens sockets, sends what is due and publishes.
-    async fn step(&mut self, now: Instant) {
+    fn step(&mut self, now: Instant) {
         if !self.synced()
             || self
                 .first_renewal
@@ -314,6 +310,8 @@ impl Speaker {
         let mut changed = std::mem::take(&mut self.links_changed);
         if self.state.needs_recompute(now) {
             let changes = self.state.recompute(now);
+            // Before sockets change, so no reader answers from an older ownership.
+            self.publish_snapshot();
             self.ownership_changed(&changes);
             changed = true;
         }
@@ -321,11 +319,7 @@ impl Speaker {
             self.reconcile_sockets_and_statuses(now);
         }
         for outgoing in self.state.due(now) {
-            match self
-                .dataplane
-                .send(&outgoing.interface, &outgoing.frame)
-                .await
-            {
+            match self.dataplane.send(&outgoing.interface, &outgoing.frame) {
                 Ok(()) => self.health.metrics.gratuitous_sent(&outgoing.frame),
                 Err(error) => {
                     tracing::debug!(interface = %outgoing.interface, %error, "sending a gratuitous frame failed");
@@ -482,24 +476,16 @@ impl Speaker {
         });
     }
 
-    async fn frame(&mut self, received: Received, now: Instant) {
-        let outcome = self
-            .state
-            .handle_frame(&received.interface, &received.frame, now);
-        if let Some(error) = outcome.dropped {
-            self.health.metrics.frame_dropped(error);
-        }
-        if let Some(reply) = outcome.reply {
-            match self.dataplane.send(&received.interface, &reply).await {
-                Ok(()) => self.health.metrics.reply_sent(&reply),
-                Err(error) => {
-                    tracing::debug!(interface = %received.interface, %error, "sending a reply failed");
-                }
-            }
-        }
-        if let Some(conflict) = outcome.conflict {
-            self.conflict(&conflict, now);
-        }
+    /// What the packet readers answer from: the fence, owned IPs, links and FerroLB MACs.
+    /// Rebuilt whole after every wake-up of the loop (a few per renew interval); readers keep
+    /// the previous one until the swap.
+    fn publish_snapshot(&mut self) {
+        self.dataplane.publish(self.state.snapshot());
+    }
+
+    fn conflict_seen(&mut self, seen: &ConflictSeen) {
+        self.state.conflict_seen(&seen.conflict, seen.at);
+        self.conflict(&seen.conflict, seen.at);
     }
 }
 
@@ -571,7 +557,8 @@ pub async fn run(args: Args, timing: LeaseTiming) -> anyhow::Result<()> {
     let listener = http::bind(args.metrics_bind_address).await?;
     let server = tokio::spawn(http::serve(listener, health.clone()));
     let mut monitor = LinkMonitor::open().context("opening rtnetlink")?;
-    let (dataplane, mut frames) = DataPlane::new().context("opening the data plane")?;
+    let (dataplane, mut conflicts) =
+        DataPlane::new(health.metrics.frame_counters()).context("opening the data plane")?;
 
     let (interfaces_tx, interfaces_rx) = watch::channel(String::from("[]"));
     let (statuses_tx, statuses_rx) = watch::channel(DesiredStatuses::new());
@@ -636,11 +623,10 @@ pub async fn run(args: Args, timing: LeaseTiming) -> anyhow::Result<()> {
         tokio::select! {
             biased;
             () = &mut shutdown => break,
-            Some(received) = frames.recv() => {
-                speaker.frame(received, Instant::now()).await;
-                // Drain what else is queued before looking at anything slower.
-                while let Ok(received) = frames.try_recv() {
-                    speaker.frame(received, Instant::now()).await;
+            Some(seen) = conflicts.recv() => {
+                speaker.conflict_seen(&seen);
+                while let Ok(seen) = conflicts.try_recv() {
+                    speaker.conflict_seen(&seen);
                 }
             }
             Some(outcome) = renewed_rx.recv() => match outcome {
@@ -675,15 +661,18 @@ pub async fn run(args: Args, timing: LeaseTiming) -> anyhow::Result<()> {
             }
             () = tokio::time::sleep_until(deadline.into()) => {}
         }
-        speaker.step(Instant::now()).await;
+        speaker.step(Instant::now());
+        speaker.publish_snapshot();
         health.ready.store(
             speaker.synced() && speaker.first_renewal.is_some(),
             Ordering::Relaxed,
         );
     }
 
-    // Stop answering first, then give the Lease up so a peer takes over at once.
+    // Stop answering first (the readers too), then give the Lease up so a peer takes over at
+    // once.
     let lost = speaker.state.release();
+    speaker.publish_snapshot();
     speaker.ownership_changed(&lost);
     health.ready.store(false, Ordering::Relaxed);
     let _ = stop_tx.send(true);
@@ -698,35 +687,7 @@ pub async fn run(args: Args, timing: LeaseTiming) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use k8s_openapi::api::core::v1::ServiceSpec;
-
     use super::*;
-
-    fn service(type_: &str, class: Option<&str>) -> Service {
-        Service {
-            spec: Some(ServiceSpec {
-                type_: Some(type_.into()),
-                load_balancer_class: class.map(String::from),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn qualification_matches_the_controller() {
-        assert!(qualifies(&service("LoadBalancer", None), None));
-        assert!(!qualifies(&service("LoadBalancer", Some("other")), None));
-        assert!(qualifies(
-            &service("LoadBalancer", Some("ferrolb.io/lb")),
-            Some("ferrolb.io/lb")
-        ));
-        assert!(!qualifies(
-            &service("LoadBalancer", None),
-            Some("ferrolb.io/lb")
-        ));
-        assert!(!qualifies(&service("NodePort", None), None));
-    }
 
     #[test]
     fn a_store_replaces_its_contents_at_the_end_of_a_relist() {

@@ -11,13 +11,15 @@ use std::time::Instant;
 
 use ferrolb_crds::{InterfaceName, L2AdvertisementSpec, ServiceL2StatusStatus};
 
-use crate::announcer::{Announcer, Assignment, BurstPolicy, Conflict, Outgoing, OwnershipChange};
+use crate::announcer::{
+    Announcer, Answering, Assignment, BurstPolicy, Conflict, Outgoing, OwnershipChange,
+};
 use crate::cluster::lease::LeaseObservation;
 use crate::election::{
     ClusterView, Election, LeaseEvent, LeaseTiming, Liveness, NodeFacts, PoolFacts,
     PublishedInterface, SelfFence, ServiceFacts, ServiceId, gratuitous_interval,
 };
-use crate::packet::{MacAddr, ParseError, parse_frame};
+use crate::packet::{Inbound, MacAddr, ParseError, parse_frame};
 
 /// What became of one received frame.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -26,6 +28,64 @@ pub struct FrameOutcome {
     pub conflict: Option<Conflict>,
     /// Why it was not understood, for a drop counter.
     pub dropped: Option<ParseError>,
+    /// An ARP request or Neighbor Solicitation (answered or not), for a request counter.
+    pub request: bool,
+}
+
+/// An immutable view of what this node answers, taken by [`SpeakerState::snapshot`] and shared
+/// with the threads that read the packet sockets, so a request is answered where it is read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Nothing is answered from this instant on (none: nothing at all).
+    pub fenced_from: Option<Instant>,
+    pub answering: Answering,
+}
+
+impl Snapshot {
+    /// Answers nothing: before the first publication and after SIGTERM.
+    pub fn empty() -> Self {
+        Self::default()
+    }
+
+    pub fn may_answer(&self, now: Instant) -> bool {
+        self.fenced_from.is_some_and(|fence| now < fence)
+    }
+
+    /// Decides about one frame received on `interface` at `now`; changes nothing.
+    pub fn handle_frame(
+        &self,
+        interface: &InterfaceName,
+        frame: &[u8],
+        now: Instant,
+    ) -> FrameOutcome {
+        let inbound = match parse_frame(frame) {
+            Ok(inbound) => inbound,
+            Err(error) => {
+                return FrameOutcome {
+                    dropped: Some(error),
+                    ..Default::default()
+                };
+            }
+        };
+        let request = matches!(
+            inbound,
+            Inbound::ArpRequest(_) | Inbound::NeighborSolicitation(_)
+        );
+        // Checked on every frame, with the reader's own clock: a stuck publisher cannot keep
+        // a fenced node answering.
+        if !self.may_answer(now) {
+            return FrameOutcome {
+                request,
+                ..Default::default()
+            };
+        }
+        FrameOutcome {
+            reply: self.answering.answer(interface, &inbound),
+            conflict: self.answering.conflict(interface, &inbound),
+            dropped: None,
+            request,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -210,36 +270,38 @@ impl SpeakerState {
         self.announcer.due(now)
     }
 
-    /// A frame received on `interface` at `now`.
+    /// A frame received on `interface` at `now`: decided as the packet readers decide from a
+    /// [`Snapshot`] taken now, plus what that decision changes here (a conflict schedules a
+    /// defence; a fallen fence withdraws everything).
     pub fn handle_frame(
         &mut self,
         interface: &InterfaceName,
         frame: &[u8],
         now: Instant,
     ) -> FrameOutcome {
-        let inbound = match parse_frame(frame) {
-            Ok(inbound) => inbound,
-            Err(error) => {
-                return FrameOutcome {
-                    dropped: Some(error),
-                    ..Default::default()
-                };
-            }
-        };
-        if !self.fence.may_answer(now) {
+        let outcome = self.snapshot().handle_frame(interface, frame, now);
+        if outcome.dropped.is_none() && !self.fence.may_answer(now) {
             self.announcer.withdraw_all();
-            return FrameOutcome::default();
         }
-        let conflict = self
-            .announcer
-            .conflict(interface, &inbound, &self.ferrolb_macs());
-        if let Some(conflict) = &conflict {
-            self.announcer.defend(conflict.claim.ip, now);
+        if let Some(conflict) = &outcome.conflict {
+            self.conflict_seen(conflict, now);
         }
-        FrameOutcome {
-            reply: self.announcer.answer(interface, &inbound),
-            conflict,
-            dropped: None,
+        outcome
+    }
+
+    /// A packet reader saw `conflict` at `now`: one announcement round wins the neighbours
+    /// back, at most once per [`crate::announcer::DEFEND_INTERVAL`], and only while the IP is
+    /// still ours.
+    pub fn conflict_seen(&mut self, conflict: &Conflict, now: Instant) -> bool {
+        self.fence.may_answer(now) && self.announcer.defend(conflict.claim.ip, now)
+    }
+
+    /// What this node may answer, frozen for the packet readers. It carries the fence instant,
+    /// so readers go silent on time even if nobody publishes a newer one.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            fenced_from: self.fence.fenced_from(),
+            answering: self.announcer.answering(self.ferrolb_macs()),
         }
     }
 

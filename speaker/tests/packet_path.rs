@@ -239,12 +239,38 @@ async fn arp_and_ndp_are_answered_over_a_veth_pair() {
     assert!(announcer.answer(&speaker_name, &request).is_none());
 }
 
-/// The data plane's sockets and reader tasks: a request arrives on the channel, the answer goes
-/// out, and reading survives the link going down and up again.
+/// Waits up to `within` for a frame satisfying `wanted`; none: nothing of the kind came.
+async fn maybe_receive(
+    socket: &PacketSocket,
+    within: Duration,
+    wanted: impl Fn(&Inbound) -> bool,
+) -> Option<Inbound> {
+    tokio::time::timeout(within, receive_matching(socket, wanted))
+        .await
+        .ok()
+}
+
+/// Packet sockets open on the interface with this index, from /proc/net/packet.
+fn packet_sockets_on(index: u32) -> usize {
+    std::fs::read_to_string("/proc/net/packet")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter(|line| line.split_whitespace().nth(4) == Some(index.to_string().as_str()))
+        .count()
+}
+
+/// The data plane answers by itself from the published snapshot: requests are answered
+/// without anyone handling them, reading survives the link going down and up again, a fallen
+/// fence silences it even though nobody publishes anything new, conflicts are passed on, NS with
+/// a hop limit other than 255 are dropped, and deselecting the interface closes its sockets.
 #[tokio::test]
 #[ignore = "needs root; run in a throwaway network namespace (see the module documentation)"]
-async fn the_data_plane_reads_answers_and_survives_a_link_flap() {
+async fn the_data_plane_answers_fences_itself_and_survives_a_link_flap() {
     use ferrolb_speaker::dataplane::DataPlane;
+    use ferrolb_speaker::metrics::FrameCounters;
+    use ferrolb_speaker::packet::arp;
+    use ferrolb_speaker::speaker_state::Snapshot;
 
     let suffix = std::process::id() % 100_000;
     let (speaker_link, client_link) = (format!("flbd{suffix}"), format!("flbe{suffix}"));
@@ -279,61 +305,135 @@ async fn the_data_plane_reads_answers_and_survives_a_link_flap() {
     let speaker_index = interface_index(&speaker_name).unwrap();
     let client_index = interface_index(&InterfaceName::new(&client_link).unwrap()).unwrap();
     let client_arp = PacketSocket::open(client_index, ETHERTYPE_ARP).unwrap();
+    let client_ipv6 = PacketSocket::open(client_index, ETHERTYPE_IPV6).unwrap();
 
     let now = Instant::now();
     let mut announcer = Announcer::new(BurstPolicy::default());
     announcer.set_links([(speaker_name.clone(), SPEAKER_MAC)].into(), now);
+    let assignment = Assignment {
+        interfaces: [speaker_name.clone()].into(),
+        gratuitous_interval: None,
+    };
     announcer.assign(
-        [(
-            IpAddr::V4(ANNOUNCED_V4),
-            Assignment {
-                interfaces: [speaker_name.clone()].into(),
-                gratuitous_interval: None,
-            },
-        )]
+        [
+            (IpAddr::V4(ANNOUNCED_V4), assignment.clone()),
+            (IpAddr::V6(ANNOUNCED_V6), assignment),
+        ]
         .into(),
         now,
     );
-    let (mut dataplane, mut received) = DataPlane::new().unwrap();
+    let answering = |fenced_from| Snapshot {
+        fenced_from: Some(fenced_from),
+        answering: announcer.answering(BTreeSet::new()),
+    };
+    let counters = FrameCounters::default();
+    let (mut dataplane, mut conflicts) = DataPlane::new(counters.clone()).unwrap();
     assert!(
         dataplane
             .listen_on(&[(speaker_name.clone(), speaker_index)].into())
             .is_empty()
     );
+    assert!(
+        dataplane
+            .join_groups(&announcer.solicited_node_groups())
+            .is_empty()
+    );
+    let is_reply = |inbound: &Inbound| {
+        matches!(inbound, Inbound::ArpAnnouncement(a)
+            if a.sender_ip == ANNOUNCED_V4 && a.sender_mac == SPEAKER_MAC && a.target_mac == CLIENT_MAC)
+    };
+    let is_advertisement = |inbound: &Inbound| {
+        matches!(inbound, Inbound::NeighborAdvertisement(na)
+            if na.target == ANNOUNCED_V6 && na.solicited && na.destination == CLIENT_V6)
+    };
 
+    // Nothing is published yet: nothing is answered.
+    client_arp.send(&arp_request(ANNOUNCED_V4)).await.unwrap();
+    assert!(
+        maybe_receive(&client_arp, Duration::from_millis(300), is_reply)
+            .await
+            .is_none()
+    );
+
+    dataplane.publish(answering(Instant::now() + Duration::from_secs(60)));
     for round in 0..2 {
         client_arp.send(&arp_request(ANNOUNCED_V4)).await.unwrap();
-        let reply = tokio::time::timeout(Duration::from_secs(5), async {
-            loop {
-                let frame = received.recv().await.expect("channel open");
-                if let Ok(inbound) = parse_frame(&frame.frame)
-                    && let Some(reply) = announcer.answer(&frame.interface, &inbound)
-                {
-                    return (frame.interface, reply);
-                }
-            }
-        })
-        .await
-        .expect("the request arrives");
-        dataplane.send(&reply.0, &reply.1).await.unwrap();
-        receive_matching(&client_arp, |inbound| {
-            matches!(inbound, Inbound::ArpAnnouncement(a)
-                if a.sender_ip == ANNOUNCED_V4 && a.target_mac == CLIENT_MAC)
-        })
-        .await;
+        receive_matching(&client_arp, is_reply).await;
         if round == 0 {
             ip(&["link", "set", &speaker_link, "down"]);
             ip(&["link", "set", &speaker_link, "up"]);
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    // Not listening any more: sends fail, nothing is read.
+    client_ipv6
+        .send(&neighbor_solicitation(ANNOUNCED_V6))
+        .await
+        .unwrap();
+    receive_matching(&client_ipv6, is_advertisement).await;
+    let mut low_hop_limit = neighbor_solicitation(ANNOUNCED_V6);
+    low_hop_limit[21] = 64;
+    client_ipv6.send(&low_hop_limit).await.unwrap();
+    assert!(
+        maybe_receive(&client_ipv6, Duration::from_millis(300), is_advertisement)
+            .await
+            .is_none(),
+        "a solicitation with hop limit 64 is answered"
+    );
+    // An address not announced is not answered.
+    client_arp
+        .send(&arp_request(Ipv4Addr::new(198, 51, 100, 99)))
+        .await
+        .unwrap();
+    assert!(
+        maybe_receive(&client_arp, Duration::from_millis(300), |inbound| {
+            matches!(inbound, Inbound::ArpAnnouncement(a) if a.sender_mac == SPEAKER_MAC)
+        })
+        .await
+        .is_none()
+    );
+    assert_eq!(counters.replies.arp.get(), 2);
+    assert_eq!(counters.replies.ndp.get(), 1);
+    assert!(counters.requests.arp.get() >= 4);
+
+    // A stranger claims the address: the conflict reaches the receiver.
+    client_arp
+        .send(&arp::gratuitous_reply(ANNOUNCED_V4, CLIENT_MAC))
+        .await
+        .unwrap();
+    let seen = tokio::time::timeout(Duration::from_secs(5), conflicts.recv())
+        .await
+        .expect("a conflict")
+        .expect("channel open");
+    assert_eq!(seen.conflict.claim.mac, CLIENT_MAC);
+    assert_eq!(seen.conflict.interface, speaker_name);
+
+    // The fence falls in 200 ms and nobody publishes again: answers stop by themselves.
+    dataplane.publish(answering(Instant::now() + Duration::from_millis(200)));
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    client_arp.send(&arp_request(ANNOUNCED_V4)).await.unwrap();
+    assert!(
+        maybe_receive(&client_arp, Duration::from_millis(300), is_reply)
+            .await
+            .is_none(),
+        "answered after the fence fell"
+    );
+
+    // Not listening any more: sends fail, the sockets close, nothing is answered.
+    dataplane.publish(answering(Instant::now() + Duration::from_secs(60)));
+    assert_eq!(packet_sockets_on(speaker_index), 2);
     assert!(dataplane.listen_on(&Default::default()).is_empty());
     assert!(dataplane.listening().is_empty());
     assert!(
         dataplane
             .send(&speaker_name, &arp_request(ANNOUNCED_V4))
-            .await
             .is_err()
     );
+    client_arp.send(&arp_request(ANNOUNCED_V4)).await.unwrap();
+    assert!(
+        maybe_receive(&client_arp, Duration::from_millis(300), is_reply)
+            .await
+            .is_none(),
+        "answered on a deselected interface"
+    );
+    assert_eq!(packet_sockets_on(speaker_index), 0, "sockets still open");
 }

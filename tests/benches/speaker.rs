@@ -5,11 +5,12 @@
 //! - failover gaps (old owner's last ARP reply to the new owner's first, the client asking every
 //!   10 ms), medians of RUNS runs, after SIGKILL and after SIGTERM, at the default timings (1 s
 //!   renew, 3 s lease) and with a 1 s lease (250 ms renew);
-//! - ARP reply latency p50/p99 at 1,000 requests/s, for the VIP (the speaker) beside the owner
-//!   node's own address (its kernel), in the same run;
-//! - API writes per second of three speakers announcing 50 Services (should be nodes / renew
+//! - ARP reply latency p50/p99 at 1,000 and at 10,000 requests/s, for the VIP (the speaker)
+//!   beside the owner node's own address (its kernel), in the same rounds, each reply timed from
+//!   the request it answers (told apart by their sender addresses);
+//! - API writes per second of three speakers announcing 1,000 IPs (should be nodes / renew
 //!   interval: only Lease renewals once settled), from the double's request counters;
-//! - the speakers' resident memory.
+//! - the speakers' resident memory with those 1,000 IPs.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -17,12 +18,13 @@
 mod speaker_lab;
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use ferrolb_crds::ServiceL2Status;
 use ferrolb_speaker::packet::MacAddr;
 use ferrolb_speaker::probe::{Heard, double_answers};
+use futures::StreamExt;
 use kube::Api;
 use serde_json::json;
 use speaker_lab::{Cluster, NS, VIP4, is_root};
@@ -131,37 +133,54 @@ fn probe_config(cluster: &Cluster) -> anyhow::Result<ferrolb_speaker::probe::Pro
         ipv6: cluster.client.lan_ipv6,
         targets: vec![VIP4.parse()?],
         interval: Duration::from_millis(10),
+        sender_tags: Vec::new(),
     })
 }
 
-/// Reply latency at 1,000 requests/s (each reply timed from the last request sent before it).
-async fn latency_writes_and_memory() -> anyhow::Result<()> {
-    let cluster = Cluster::start_with(&[]).await?;
-    cluster.service("web", &[VIP4], json!({})).await?;
-    let owner = cluster
-        .wait_owner(VIP4, |_| true, Duration::from_secs(15))
-        .await?;
-    let node_ip = IpAddr::V4(cluster.host(&owner).lan_ipv4);
+/// 64 unused LAN addresses the latency probe's requests come from in turn, so each reply says
+/// which request it answers (198.51.100.128 to .191: no host, pool or VIP of the lab).
+fn sender_tags() -> Vec<Ipv4Addr> {
+    (128..192).map(|n| Ipv4Addr::new(198, 51, 100, n)).collect()
+}
+
+/// ARP reply latency at `rate` requests/s for the VIP (the speaker) and the owner's node address
+/// (its kernel), asked in the same rounds; each reply timed from the request it answers.
+async fn latency(cluster: &Cluster, owner: &str, rate: u32, seconds: u64) -> anyhow::Result<()> {
+    let node_ip = IpAddr::V4(cluster.host(owner).lan_ipv4);
     let vip: IpAddr = VIP4.parse()?;
+    let targets = vec![vip, node_ip];
     let probe = ferrolb_speaker::probe::Probe::start(ferrolb_speaker::probe::ProbeConfig {
-        targets: vec![vip, node_ip],
-        interval: Duration::from_millis(1),
-        ..probe_config(&cluster)?
+        targets: targets.clone(),
+        interval: Duration::from_secs(1) / rate,
+        sender_tags: sender_tags(),
+        ..probe_config(cluster)?
     })?;
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Warm-up: neighbour entries for the tag addresses, caches, the readers' first wake-ups.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    probe.clear();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
     let sent = probe.sent();
+    let frames_sent = probe.frames_sent();
     let heard = probe.heard();
     probe.stop()?;
-    let seconds = match (sent.first(), sent.last()) {
+    let elapsed = match (sent.first(), sent.last()) {
         (Some(first), Some(last)) => (*last - *first).as_secs_f64(),
         _ => f64::NAN,
     };
     let mut by_ip: BTreeMap<IpAddr, Vec<f64>> = BTreeMap::new();
     for h in heard.iter().filter(|h| h.solicited) {
-        let Some(at) = usize::try_from(h.round).ok().and_then(|r| r.checked_sub(1)) else {
+        let (Some(round), Some(target)) = (h.answers, targets.iter().position(|t| *t == h.ip))
+        else {
             continue;
         };
-        let Some(sent_at) = sent.get(at) else {
+        let Some(index) = usize::try_from(round)
+            .ok()
+            .and_then(|r| r.checked_sub(1))
+            .map(|r| r * targets.len() + target)
+        else {
+            continue;
+        };
+        let Some(sent_at) = frames_sent.get(index) else {
             continue;
         };
         by_ip
@@ -170,47 +189,113 @@ async fn latency_writes_and_memory() -> anyhow::Result<()> {
             .push(h.at.saturating_duration_since(*sent_at).as_secs_f64() * 1e6);
     }
     println!(
-        "ARP load: {} requests per IP in {seconds:.1} s ({:.0}/s)",
+        "ARP load {rate}/s: {} requests per IP in {elapsed:.1} s ({:.0}/s)",
         sent.len(),
-        sent.len() as f64 / seconds
+        sent.len() as f64 / elapsed
     );
-    let mut p50s = BTreeMap::new();
+    let mut figures = BTreeMap::new();
     for (ip, who) in [(vip, "speaker (VIP)"), (node_ip, "kernel (node address)")] {
         let values = by_ip.get(&ip).cloned().unwrap_or_default();
         let (p50, p99) = (
             percentile(values.clone(), 0.5),
             percentile(values.clone(), 0.99),
         );
-        p50s.insert(who, (p50, p99));
+        figures.insert(who, (p50, p99));
         println!(
-            "ARP reply latency {who:<22} p50 {p50:7.0} us  p99 {p99:7.0} us  ({} of {} answered)",
+            "ARP reply latency at {rate:>5}/s {who:<22} p50 {p50:7.0} us  p99 {p99:7.0} us  ({} of {} answered)",
             values.len(),
             sent.len()
         );
     }
-    if let (Some(s), Some(k)) = (p50s.get("speaker (VIP)"), p50s.get("kernel (node address)")) {
+    if let (Some(s), Some(k)) = (
+        figures.get("speaker (VIP)"),
+        figures.get("kernel (node address)"),
+    ) {
         println!(
-            "ARP reply latency ratio speaker/kernel: p50 {:.1}x, p99 {:.1}x",
+            "ARP reply latency at {rate:>5}/s ratio speaker/kernel: p50 {:.1}x, p99 {:.1}x (target: p99 within 2x)",
             s.0 / k.0,
             s.1 / k.1
         );
     }
+    Ok(())
+}
 
-    // API writes once settled, with many IPs owned.
-    for n in 1..50 {
-        let ip = format!("198.51.100.{}", 200 + n);
-        cluster
-            .service(&format!("many-{n}"), &[&ip], json!({}))
-            .await?;
-    }
+/// The bulk of the 1,000 owned IPs: 2001:db8:1::1:0 and up (the lab's `BULK_V6_POOL`).
+fn bulk_v6(n: u16) -> String {
+    format!("2001:db8:1::1:{n:x}")
+}
+
+async fn latency_writes_and_memory() -> anyhow::Result<()> {
+    let cluster = Cluster::start_with(&[]).await?;
+    cluster.service("web", &[VIP4], json!({})).await?;
+    let owner = cluster
+        .wait_owner(VIP4, |_| true, Duration::from_secs(15))
+        .await?;
+    latency(&cluster, &owner, 1_000, 5).await?;
+    latency(&cluster, &owner, 10_000, 5).await?;
+
+    // API writes once settled, with 1,000 IPs owned across the three speakers: "web", 50 more
+    // IPv4 Services and 949 IPv6 ones.
+    let mut ips: Vec<String> = (201..=250).map(|n| format!("198.51.100.{n}")).collect();
+    ips.extend((0..949).map(bulk_v6));
+    let total = ips.len() + 1;
+    let created = Instant::now();
+    futures::stream::iter(ips.iter().enumerate())
+        .map(|(n, ip)| {
+            let cluster = &cluster;
+            async move {
+                cluster
+                    .service(&format!("many-{n}"), &[ip.as_str()], json!({}))
+                    .await
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<anyhow::Result<()>>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<Vec<()>>>()?;
+    println!(
+        "{} Services created in {:.1} s",
+        ips.len(),
+        created.elapsed().as_secs_f64()
+    );
     let statuses: Api<ServiceL2Status> = Api::namespaced(cluster.kube.clone(), NS);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while statuses.list(&Default::default()).await?.items.len() < 50 {
-        if Instant::now() > deadline {
-            anyhow::bail!("not every Service got a ServiceL2Status");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let have = statuses.list(&Default::default()).await?.items.len();
+        if have >= total {
+            break;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        if Instant::now() > deadline {
+            anyhow::bail!("only {have} of {total} Services got a ServiceL2Status");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    println!(
+        "{total} ServiceL2Statuses written {:.1} s after the first Service was created",
+        created.elapsed().as_secs_f64()
+    );
+    let mut owned = 0;
+    for name in cluster.speakers.keys() {
+        let metrics = cluster
+            .host(name)
+            .run("curl", &["-sf", "-m2", "http://127.0.0.1:7473/metrics"])
+            .ok()
+            .filter(|output| output.status.success())
+            .map(|output| String::from_utf8_lossy(&output.stdout).into_owned());
+        let announced = metrics
+            .as_deref()
+            .and_then(|text| {
+                text.lines()
+                    .find(|l| l.starts_with("ferrolb_speaker_announced_ips "))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|n| n.parse::<usize>().ok())
+            })
+            .unwrap_or(0);
+        owned += announced;
+        println!("speaker {name} announces {announced} IPs");
+    }
+    println!("IPs announced by the three speakers: {owned} (of {total})");
     tokio::time::sleep(Duration::from_secs(2)).await;
     cluster.api.counters().reset();
     let window = Duration::from_secs(10);
@@ -223,7 +308,7 @@ async fn latency_writes_and_memory() -> anyhow::Result<()> {
         .sum();
     let rate = writes as f64 / window.as_secs_f64();
     println!(
-        "API writes with 3 speakers, 50 Services announced: {rate:.2}/s (expected 3 nodes / 1 s renew = 3.00/s, ratio {:.2}); by verb and resource: {:?}",
+        "API writes with 3 speakers, {total} IPs announced: {rate:.2}/s (expected 3 nodes / 1 s renew = 3.00/s, ratio {:.2}); by verb and resource: {:?}",
         rate / 3.0,
         counts
             .iter()
@@ -232,14 +317,20 @@ async fn latency_writes_and_memory() -> anyhow::Result<()> {
     );
     for (name, speaker) in &cluster.speakers {
         let status = std::fs::read_to_string(format!("/proc/{}/status", speaker.pid()))?;
-        let rss = status
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .unwrap_or("VmRSS: ?")
-            .trim_start_matches("VmRSS:")
-            .trim()
-            .to_owned();
-        println!("speaker RSS on {name}: {rss}");
+        let field = |key: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(key))
+                .unwrap_or("?")
+                .trim_start_matches(key)
+                .trim()
+                .to_owned()
+        };
+        println!(
+            "speaker RSS on {name} with {total} IPs in the cluster: {} (peak {})",
+            field("VmRSS:"),
+            field("VmHWM:")
+        );
     }
     cluster.stop().await;
     Ok(())

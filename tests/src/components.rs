@@ -155,6 +155,17 @@ impl ControllerProcess {
     /// Starts the controller; `lb_class` restricts it to Services of that class (use a class of
     /// the test's own on a real cluster so it cannot touch anything else).
     pub fn spawn(kubeconfig: &Path, lb_class: Option<&str>) -> anyhow::Result<Self> {
+        Self::spawn_with(kubeconfig, lb_class, &[], &[])
+    }
+
+    /// Like [`Self::spawn`], with extra flags and environment variables (e.g. `--leader-elect`
+    /// and `POD_NAME`, which names the replica in the Lease and in events).
+    pub fn spawn_with(
+        kubeconfig: &Path,
+        lb_class: Option<&str>,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let port = free_local_port()?;
         let metrics_address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
         let mut command = Command::new(binary("ferrolb-controller")?);
@@ -171,6 +182,7 @@ impl ControllerProcess {
         if let Some(class) = lb_class {
             command.arg("--lb-class").arg(class);
         }
+        command.args(args).envs(env.iter().copied());
         let component = Component::spawn("ferrolb-controller", command)?;
         Ok(Self {
             component,

@@ -177,6 +177,34 @@ impl TestCluster {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
+    /// Installs FerroLB's CRDs from `config/crds` (server-side apply, so a real cluster that
+    /// already has them keeps them) and waits until they are served.
+    pub fn install_ferrolb_crds(&self) -> anyhow::Result<()> {
+        let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/crds");
+        self.kubectl_any_namespace_ok(
+            &[
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "-f",
+                &crds.to_string_lossy(),
+            ],
+            None,
+        )?;
+        for crd in ["ipaddresspools", "l2advertisements", "servicel2statuses"] {
+            self.kubectl_any_namespace_ok(
+                &[
+                    "wait",
+                    "--for=condition=Established",
+                    "--timeout=30s",
+                    &format!("crd/{crd}.ferrolb.io"),
+                ],
+                None,
+            )?;
+        }
+        Ok(())
+    }
+
     /// Deletes the test namespace and stops the double.
     pub async fn cleanup(self) -> anyhow::Result<()> {
         let namespaces: Api<Namespace> = Api::all(self.client.clone());

@@ -11,7 +11,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,37 +26,6 @@ use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(20);
 const POOL_ANNOTATION: &str = "ferrolb.io/ip-allocated-from-pool";
-
-fn config_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config")
-}
-
-/// Installs FerroLB's CRDs and waits until they are served.
-fn install_crds(cluster: &TestCluster) -> anyhow::Result<()> {
-    let crds = config_dir().join("crds");
-    cluster.kubectl_any_namespace_ok(
-        &[
-            "apply",
-            "--server-side",
-            "--force-conflicts",
-            "-f",
-            &crds.to_string_lossy(),
-        ],
-        None,
-    )?;
-    for crd in ["ipaddresspools", "l2advertisements", "servicel2statuses"] {
-        cluster.kubectl_any_namespace_ok(
-            &[
-                "wait",
-                "--for=condition=Established",
-                "--timeout=30s",
-                &format!("crd/{crd}.ferrolb.io"),
-            ],
-            None,
-        )?;
-    }
-    Ok(())
-}
 
 /// One test's cluster, controller and helpers.
 struct Lab {
@@ -84,7 +52,7 @@ impl Lab {
         if !kubectl_available("controller e2e") {
             bail!("kubectl is needed to install the CRDs");
         }
-        install_crds(&cluster)?;
+        cluster.install_ferrolb_crds()?;
         before_controller(&cluster);
         let class = cluster
             .is_real()
@@ -656,25 +624,36 @@ async fn pool_lifecycle_status_and_restart() -> anyhow::Result<()> {
             lab.wait_pool_status(&grow, json!({"assignedIPv4": "2", "availableIPv4": "3"})).await?;
         }
 
-        // Rename: a new pool with the same addresses, then the old one deleted.
+        // Rename: a new pool with the same addresses, then the old one deleted. The new pool
+        // covers both addresses once the old one is gone, so the Services keep their exact IPs
+        // and only the pool annotation changes, with a Normal event saying so.
+        let g2 = moved;
         let renamed = lab.pool("renamed", &[&format!("{g1}/32"), "198.51.100.168/30"], json!({"serviceAllocation": {"priority": 2, "namespaces": [ns]}})).await?;
         lab.delete_pool(&grow).await?;
-        for name in ["g1", "g2"] {
+        for (name, ip) in [("g1", &g1), ("g2", &g2)] {
             eventually(WAIT, || async {
                 let s = lab.services.get(name).await?;
-                Ok((annotation(&s, POOL_ANNOTATION) == Some(renamed.as_str()) && !ingress_ips(&s).is_empty()).then_some(()))
+                Ok((annotation(&s, POOL_ANNOTATION) == Some(renamed.as_str())).then_some(()))
             }).await.with_context(|| format!("{name} did not move to the renamed pool"))?;
+            lab.wait_exact_ips(name, &[ip.as_str()]).await?;
+            lab.wait_event(name, "PoolChanged", &format!("kept {ip}, now from pool {renamed} instead of pool {grow}: pool {grow} was deleted")).await?;
         }
-        // Split: the renamed pool keeps g1's address; a new pool takes the rest.
-        lab.patch_pool(&renamed, json!({"spec": {"addresses": [format!("{g1}/32")]}})).await?;
+        // Split: a new pool for part of the range (an overlap loser while the renamed pool still
+        // holds it), then the renamed pool shrinks to g1's address; g2 keeps its IP in the new pool.
         let split = lab.pool("split", &["198.51.100.168/30"], json!({"serviceAllocation": {"priority": 3, "namespaces": [ns]}})).await?;
-        for (name, pool) in [("g1", &renamed), ("g2", &split)] {
+        lab.patch_pool(&renamed, json!({"spec": {"addresses": [format!("{g1}/32")]}})).await?;
+        for (name, pool, ip) in [("g1", &renamed, &g1), ("g2", &split, &g2)] {
             eventually(WAIT, || async {
                 let s = lab.services.get(name).await?;
-                Ok((annotation(&s, POOL_ANNOTATION) == Some(pool.as_str()) && !ingress_ips(&s).is_empty()).then_some(()))
+                Ok((annotation(&s, POOL_ANNOTATION) == Some(pool.as_str())).then_some(()))
             }).await.with_context(|| format!("{name} is not in pool {pool} after the split"))?;
+            lab.wait_exact_ips(name, &[ip.as_str()]).await?;
         }
-        let _ = moved;
+        lab.wait_event("g2", "PoolChanged", &format!("kept {g2}, now from pool {split} instead of pool {renamed}: pool {renamed} no longer contains {g2}")).await?;
+        if lab.exact_pool_status() {
+            lab.wait_pool_status(&split, json!({"assignedIPv4": "1", "availableIPv4": "3",
+                "conditions": [{"type": "Ready", "status": "True", "reason": "Valid"}]})).await?;
+        }
 
         // Restart with existing assignments: nothing moves.
         let before = lab.all_ips().await?;

@@ -17,10 +17,7 @@ pub struct FreeSpace {
     runs: BTreeMap<u128, u128>,
 }
 
-/// Whether an address value ends in .0 or .255 (IPv4 only).
-pub fn is_buggy_value(family: IpFamily, value: u128) -> bool {
-    family == IpFamily::IPv4 && matches!(value % 256, 0 | 255)
-}
+pub use ferrolb_crds::addresses::is_buggy_value;
 
 impl FreeSpace {
     pub fn new(family: IpFamily, avoid_buggy: bool) -> Self {

@@ -67,6 +67,24 @@ pub struct Reconciliation {
     pub newly_allocated: bool,
 }
 
+/// An assignment that kept its addresses in another pool because its own stopped covering them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rehomed {
+    pub from: Arc<str>,
+    /// The assignment now, in its new pool.
+    pub assignment: Assignment,
+    /// Why the old pool no longer backs it.
+    pub reason: String,
+}
+
+/// What replacing the pools did to existing assignments.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PoolChanges {
+    /// Assignments no pool backs any more, and why.
+    pub dropped: Vec<(Assignment, String)>,
+    pub rehomed: Vec<Rehomed>,
+}
+
 /// An assignment found in a Service's status, to be replayed after a (re)start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExistingAssignment {
@@ -264,12 +282,11 @@ impl Allocator {
         })
     }
 
-    /// Replaces the pools. Assignments the new pools no longer back are dropped and returned with
-    /// the reason; all others stay exactly as they were.
-    pub fn set_pools(
-        &mut self,
-        pools: impl IntoIterator<Item = PoolConfig>,
-    ) -> Vec<(Assignment, String)> {
+    /// Replaces the pools. An assignment whose pool no longer holds its addresses moves to another
+    /// pool that holds them and would have been eligible for a fresh allocation (an assigned IP
+    /// never changes unless it became invalid); assignments no pool backs are dropped and returned
+    /// with the reason; all others stay exactly as they were.
+    pub fn set_pools(&mut self, pools: impl IntoIterator<Item = PoolConfig>) -> PoolChanges {
         let old = std::mem::take(&mut self.assignments);
         self.pools = pools
             .into_iter()
@@ -277,14 +294,75 @@ impl Allocator {
             .collect();
         let mut sorted: Vec<Assignment> = old.into_values().collect();
         sorted.sort_by(|a, b| a.request.service.cmp(&b.request.service));
-        let mut dropped = Vec::new();
+        let mut changes = PoolChanges::default();
         for assignment in sorted {
             match self.pool_backs(&assignment) {
                 Ok(()) => self.commit(assignment),
-                Err(reason) => dropped.push((assignment, reason)),
+                Err(reason) => match self.rehome(&assignment) {
+                    Some(moved) => {
+                        changes.rehomed.push(Rehomed {
+                            from: Arc::clone(&assignment.pool),
+                            assignment: moved.clone(),
+                            reason,
+                        });
+                        self.commit(moved);
+                    }
+                    None => changes.dropped.push((assignment, reason)),
+                },
             }
         }
-        dropped
+        changes
+    }
+
+    /// The pool that may take over an assignment its own pool stopped covering: one that holds
+    /// every address (after overlaps with older pools are removed), does not skip them, admits the
+    /// Service on each, and is one a fresh allocation could have used. A Service that names its
+    /// pool stays pinned to that name, and a pool that merely stopped allowing the Service does
+    /// not hand it elsewhere (that is a policy change, not a move of addresses).
+    fn rehome(&self, assignment: &Assignment) -> Option<Assignment> {
+        let request = &*assignment.request;
+        if request.pool.is_some() {
+            return None;
+        }
+        let still_covered = self.pools.get(&*assignment.pool).is_some_and(|pool| {
+            assignment
+                .addresses
+                .iter()
+                .all(|&ip| pool.config.addresses.contains(ip))
+        });
+        if still_covered {
+            return None;
+        }
+        let candidates: Vec<&PoolState> = if request.addresses.is_empty() {
+            pool_order::automatic_candidates(
+                self.pools.values().map(|p| &p.config),
+                &request.service.namespace,
+                &request.namespace_labels,
+                &request.service_labels,
+            )
+            .into_iter()
+            .filter_map(|config| self.pools.get(&config.name))
+            .collect()
+        } else {
+            // Explicitly requested addresses may come from any pool that allows the Service,
+            // auto-assign or not, as in `check_requested`.
+            self.pools.values().filter(|p| p.allows(request)).collect()
+        };
+        let pool = candidates.into_iter().find(|pool| {
+            assignment.addresses.iter().all(|&ip| {
+                pool.config.addresses.contains(ip)
+                    && !pool.skips(ip)
+                    && pool
+                        .family(IpFamily::of(ip))
+                        .used
+                        .get(&address_value(ip))
+                        .is_none_or(|u| u.admits(&request.service, &request.sharing).is_ok())
+            })
+        })?;
+        Some(Assignment {
+            pool: Arc::clone(&pool.name),
+            ..assignment.clone()
+        })
     }
 
     /// Whether the assignment's pool still holds, allows and does not skip its addresses.

@@ -303,19 +303,123 @@ fn assignments_survive_unrelated_pool_changes_and_fall_when_their_pool_shrinks()
     let mut b_request = v4("b");
     b_request.addresses = vec![ip("198.51.100.200")];
     allocator.allocate(&b_request).unwrap();
-    let dropped = allocator.set_pools([
-        pool("lan", &["198.51.100.0/25"]),
-        pool("extra", &["203.0.113.0/24"]),
-    ]);
+    let dropped = allocator
+        .set_pools([
+            pool("lan", &["198.51.100.0/25"]),
+            pool("extra", &["203.0.113.0/24"]),
+        ])
+        .dropped;
     assert_eq!(dropped.len(), 1);
     assert_eq!(dropped[0].1, "pool lan no longer contains 198.51.100.200");
     assert_eq!(allocator.assignment(&a.request.service), Some(&a));
-    let dropped = allocator.set_pools([pool("extra", &["203.0.113.0/24"])]);
+    let dropped = allocator
+        .set_pools([pool("extra", &["203.0.113.0/24"])])
+        .dropped;
     assert_eq!(dropped[0].1, "pool lan was deleted");
     assert_eq!(
         allocator.in_use("extra", IpFamily::IPv4),
         AddressCount::ZERO
     );
+}
+
+#[test]
+fn a_renamed_pool_takes_over_the_addresses_of_the_deleted_one() {
+    let mut allocator = Allocator::new([pool("old", &["198.51.100.0/29"])]);
+    let a = allocator.allocate(&v4("a")).unwrap();
+    let b = allocator.allocate(&v4("b")).unwrap();
+    let changes = allocator.set_pools([pool("new", &["198.51.100.0/29"])]);
+    assert!(changes.dropped.is_empty());
+    assert_eq!(changes.rehomed.len(), 2);
+    assert_eq!(&*changes.rehomed[0].from, "old");
+    assert_eq!(changes.rehomed[0].reason, "pool old was deleted");
+    for held in [&a, &b] {
+        let now = allocator.assignment(&held.request.service).unwrap();
+        assert_eq!(now.addresses, held.addresses);
+        assert_eq!(&*now.pool, "new");
+    }
+    assert_eq!(
+        allocator.in_use("new", IpFamily::IPv4),
+        AddressCount::new(2)
+    );
+    // The next allocation does not hand out a re-homed address.
+    assert_eq!(
+        addresses(&allocator.allocate(&v4("c"))),
+        [ip("198.51.100.2")]
+    );
+}
+
+#[test]
+fn a_split_keeps_addresses_in_the_pool_that_now_covers_them() {
+    let mut allocator = Allocator::new([pool("whole", &["198.51.100.0/30"])]);
+    for name in ["a", "b", "c"] {
+        allocator.allocate(&v4(name)).unwrap();
+    }
+    let changes = allocator.set_pools([
+        pool("whole", &["198.51.100.0/32"]),
+        pool("rest", &["198.51.100.1-198.51.100.3"]),
+    ]);
+    assert!(changes.dropped.is_empty());
+    let moved: Vec<&str> = changes
+        .rehomed
+        .iter()
+        .map(|r| r.assignment.request.service.name.as_str())
+        .collect();
+    assert_eq!(moved, ["b", "c"]);
+    assert_eq!(
+        changes.rehomed[0].reason,
+        "pool whole no longer contains 198.51.100.1"
+    );
+    let a = allocator.assignment(&ServiceKey::new("shop", "a")).unwrap();
+    assert_eq!(
+        (&*a.pool, a.addresses.clone()),
+        ("whole", vec![ip("198.51.100.0")])
+    );
+    let c = allocator.assignment(&ServiceKey::new("shop", "c")).unwrap();
+    assert_eq!(
+        (&*c.pool, c.addresses.clone()),
+        ("rest", vec![ip("198.51.100.2")])
+    );
+}
+
+#[test]
+fn re_homing_follows_the_rules_of_a_fresh_allocation() {
+    let mut allocator = Allocator::new([pool("old", &["198.51.100.0/29"])]);
+    let pinned = {
+        let mut request = v4("pinned");
+        request.pool = Some("old".into());
+        request
+    };
+    let explicit = {
+        let mut request = v4("explicit");
+        request.addresses = vec![ip("198.51.100.5")];
+        request
+    };
+    allocator.allocate(&v4("auto")).unwrap();
+    allocator.allocate(&pinned).unwrap();
+    allocator.allocate(&explicit).unwrap();
+    allocator.allocate(&v4("other-namespace")).unwrap();
+    let mut manual = pool("manual", &["198.51.100.0/29"]);
+    manual.auto_assign = false;
+    manual.service_allocation = Some(ServiceAllocation {
+        namespaces: vec!["shop".into()],
+        ..Default::default()
+    });
+    let changes = allocator.set_pools([manual]);
+    let rehomed: Vec<&str> = changes
+        .rehomed
+        .iter()
+        .map(|r| r.assignment.request.service.name.as_str())
+        .collect();
+    // Only the explicit request may use a pool that does not auto-assign; the pinned one asked
+    // for the old pool by name.
+    assert_eq!(rehomed, ["explicit"]);
+    let mut dropped: Vec<&str> = changes
+        .dropped
+        .iter()
+        .map(|(a, _)| a.request.service.name.as_str())
+        .collect();
+    dropped.sort();
+    assert_eq!(dropped, ["auto", "other-namespace", "pinned"]);
 }
 
 #[test]
@@ -327,7 +431,7 @@ fn a_pool_that_stops_allowing_the_service_takes_its_address_back() {
         service_selectors: vec![LabelSelector::from_labels([("expose", "lan")])],
         ..Default::default()
     });
-    let dropped = allocator.set_pools([lan]);
+    let dropped = allocator.set_pools([lan]).dropped;
     assert_eq!(dropped[0].1, "pool lan no longer allows this Service");
 }
 
@@ -552,8 +656,58 @@ proptest! {
                 namespaces: vec!["ns0".into()],
                 ..Default::default()
             });
-            allocator.set_pools(pools);
+            let before: Vec<(ServiceKey, Vec<IpAddr>)> = allocator
+                .assignments()
+                .map(|(k, a)| (k.clone(), a.addresses.clone()))
+                .collect();
+            let changes = allocator.set_pools(pools);
             check_invariants(&allocator)?;
+            // Every assignment either kept its exact addresses (in place or re-homed) or was
+            // dropped with a reason; none changed its addresses.
+            for (key, addresses) in before {
+                match allocator.assignment(&key) {
+                    Some(now) => prop_assert_eq!(&now.addresses, &addresses),
+                    None => prop_assert!(
+                        changes.dropped.iter().any(|(a, _)| a.request.service == key)
+                    ),
+                }
+            }
+            for moved in &changes.rehomed {
+                prop_assert_ne!(&*moved.from, &*moved.assignment.pool);
+                prop_assert!(moved.assignment.request.pool.is_none());
+            }
+        }
+    }
+
+    #[test]
+    fn re_homing_into_a_pool_covering_the_old_range_keeps_every_address(
+        specs in prop::collection::vec(svc_strategy(), 1..40),
+    ) {
+        let mut allocator = Allocator::new(prop_pools());
+        for spec in &specs {
+            let mut request = prop_request(spec);
+            // A Service that names its pool is pinned; this property is about those that do not.
+            request.pool = None;
+            let _ = allocator.reconcile(&request);
+        }
+        let before: Vec<(ServiceKey, Vec<IpAddr>)> = allocator
+            .assignments()
+            .map(|(k, a)| (k.clone(), a.addresses.clone()))
+            .collect();
+        // Every pool renamed, with the same addresses and rules.
+        let renamed: Vec<PoolConfig> = prop_pools()
+            .into_iter()
+            .map(|mut p| {
+                p.name = format!("{}-renamed", p.name);
+                p
+            })
+            .collect();
+        let changes = allocator.set_pools(renamed);
+        check_invariants(&allocator)?;
+        prop_assert!(changes.dropped.is_empty(), "{:?}", changes.dropped);
+        for (key, addresses) in before {
+            let now = allocator.assignment(&key);
+            prop_assert_eq!(now.map(|a| &a.addresses), Some(&addresses));
         }
     }
 

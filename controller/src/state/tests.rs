@@ -310,6 +310,39 @@ fn shrinking_a_pool_moves_only_the_services_outside_it() {
 }
 
 #[test]
+fn a_rename_keeps_the_ip_and_changes_only_the_pool_annotation() {
+    let mut state = State::new(None);
+    state.replace_pools(vec![pool("old", 1, &["198.51.100.0/29"])]);
+    state.replace_services(vec![service("web", 1, &[])]);
+    settle(&mut state);
+    let held = ips_of(&state, "web");
+    // The new pool loses the overlap to the old one until the old one goes.
+    state.apply_pool(pool("new", 2, &["198.51.100.0/29"]));
+    settle(&mut state);
+    state.delete_pool(&pool("old", 1, &["198.51.100.0/29"]));
+    let actions = settle(&mut state);
+    assert_eq!(ips_of(&state, "web"), held);
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, Action::ServiceStatus { .. }))
+    );
+    assert!(actions.contains(&Action::ServicePoolAnnotation {
+        service: key("web"),
+        pool: Some("new".into()),
+    }));
+    assert_eq!(
+        events(&actions),
+        [(
+            "web".to_owned(),
+            reason::POOL_CHANGED,
+            "kept 198.51.100.0, now from pool new instead of pool old: pool old was deleted"
+                .to_owned()
+        )]
+    );
+}
+
+#[test]
 fn pool_status_reports_overlap_and_counts() {
     let mut state = State::new(None);
     state.replace_pools(vec![

@@ -6,7 +6,7 @@
 //! nor on one that is down; the glue feeds it the election's result for this node (empty while
 //! fenced) and the local interfaces as rtnetlink reports them.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
@@ -215,28 +215,11 @@ impl Announcer {
 
     /// The reply to `inbound`, received on `interface`, if this node must answer it.
     pub fn answer(&self, interface: &InterfaceName, inbound: &Inbound) -> Option<Vec<u8>> {
-        let our_mac = *self.links.get(interface)?;
-        if inbound.ethernet_source() == our_mac {
-            return None;
-        }
-        match inbound {
-            Inbound::ArpRequest(request) => (request.is_addressed_to(our_mac)
-                && request.sender_mac != our_mac
-                && self.announces(IpAddr::V4(request.target_ip), interface))
-            .then(|| arp::reply(request, our_mac)),
-            Inbound::NeighborSolicitation(solicitation) => {
-                let group = solicited_node_group(solicitation.target);
-                // RFC 4861 7.2.3: a solicitation is for us when sent to the target's
-                // solicited-node group or to the target itself.
-                let to_us = (solicitation.destination == group
-                    && solicitation.ethernet.destination == MacAddr::ipv6_multicast(group))
-                    || (solicitation.destination == solicitation.target
-                        && solicitation.ethernet.destination == our_mac);
-                (to_us && self.announces(IpAddr::V6(solicitation.target), interface))
-                    .then(|| ndp::solicited_advertisement(solicitation, our_mac))
-            }
-            Inbound::ArpAnnouncement(_) | Inbound::NeighborAdvertisement(_) => None,
-        }
+        answer(
+            self.links.get(interface).copied(),
+            |ip| self.announces(ip, interface),
+            inbound,
+        )
     }
 
     /// An ARP or NDP message, received on `interface`, saying an IP we answer for is at a MAC
@@ -247,14 +230,28 @@ impl Announcer {
         inbound: &Inbound,
         ferrolb_macs: &BTreeSet<MacAddr>,
     ) -> Option<Conflict> {
-        let claim = inbound.claim()?;
-        let ours = self.ips.contains_key(&claim.ip)
-            && !ferrolb_macs.contains(&claim.mac)
-            && !self.links.values().any(|mac| *mac == claim.mac);
-        ours.then(|| Conflict {
-            interface: interface.clone(),
-            claim,
-        })
+        conflict(
+            |ip| self.ips.contains_key(&ip),
+            |mac| ferrolb_macs.contains(&mac) || self.links.values().any(|link| *link == mac),
+            interface,
+            inbound,
+        )
+    }
+
+    /// What answering needs, frozen: the packet readers decide from this without waiting for
+    /// the state's owner. `ferrolb_macs` are the MACs whose claims are handovers, not conflicts.
+    pub fn answering(&self, ferrolb_macs: BTreeSet<MacAddr>) -> Answering {
+        let mut macs = ferrolb_macs;
+        macs.extend(self.links.values().copied());
+        Answering {
+            links: self.links.clone(),
+            ips: self
+                .ips
+                .iter()
+                .map(|(ip, announced)| (*ip, announced.assignment.interfaces.clone()))
+                .collect(),
+            ferrolb_macs: macs,
+        }
     }
 
     /// After a conflict on `ip` at `now`: one immediate announcement round to win the
@@ -298,6 +295,95 @@ impl Announcer {
             .get(&ip)
             .is_some_and(|announced| announced.assignment.interfaces.contains(interface))
     }
+}
+
+/// A frozen copy of what an [`Announcer`] answers and where, for deciding about frames away
+/// from it: [`Answering::answer`] and [`Answering::conflict`] decide exactly as the announcer's
+/// methods of the same names do (the same functions), at the time the copy was taken.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Answering {
+    links: BTreeMap<InterfaceName, MacAddr>,
+    /// Hashed rather than ordered: looked up once per request, with thousands of IPs.
+    ips: HashMap<IpAddr, BTreeSet<InterfaceName>>,
+    /// FerroLB nodes' MACs and this node's own.
+    ferrolb_macs: BTreeSet<MacAddr>,
+}
+
+impl Answering {
+    pub fn answer(&self, interface: &InterfaceName, inbound: &Inbound) -> Option<Vec<u8>> {
+        answer(
+            self.links.get(interface).copied(),
+            |ip| {
+                self.ips
+                    .get(&ip)
+                    .is_some_and(|interfaces| interfaces.contains(interface))
+            },
+            inbound,
+        )
+    }
+
+    pub fn conflict(&self, interface: &InterfaceName, inbound: &Inbound) -> Option<Conflict> {
+        conflict(
+            |ip| self.ips.contains_key(&ip),
+            |mac| self.ferrolb_macs.contains(&mac),
+            interface,
+            inbound,
+        )
+    }
+
+    /// How many IPs it answers for.
+    pub fn len(&self) -> usize {
+        self.ips.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ips.is_empty()
+    }
+}
+
+/// The reply to `inbound` from the interface whose MAC is `our_mac` (none: the interface is
+/// down), where `announces` says which IPs are answered on that interface.
+fn answer(
+    our_mac: Option<MacAddr>,
+    announces: impl Fn(IpAddr) -> bool,
+    inbound: &Inbound,
+) -> Option<Vec<u8>> {
+    let our_mac = our_mac?;
+    if inbound.ethernet_source() == our_mac {
+        return None;
+    }
+    match inbound {
+        Inbound::ArpRequest(request) => (request.is_addressed_to(our_mac)
+            && request.sender_mac != our_mac
+            && announces(IpAddr::V4(request.target_ip)))
+        .then(|| arp::reply(request, our_mac)),
+        Inbound::NeighborSolicitation(solicitation) => {
+            let group = solicited_node_group(solicitation.target);
+            // RFC 4861 7.2.3: a solicitation is for us when sent to the target's
+            // solicited-node group or to the target itself.
+            let to_us = (solicitation.destination == group
+                && solicitation.ethernet.destination == MacAddr::ipv6_multicast(group))
+                || (solicitation.destination == solicitation.target
+                    && solicitation.ethernet.destination == our_mac);
+            (to_us && announces(IpAddr::V6(solicitation.target)))
+                .then(|| ndp::solicited_advertisement(solicitation, our_mac))
+        }
+        Inbound::ArpAnnouncement(_) | Inbound::NeighborAdvertisement(_) => None,
+    }
+}
+
+/// A claim in `inbound` on an IP `owned` says we answer for, for a MAC that is not `friendly`.
+fn conflict(
+    owned: impl Fn(IpAddr) -> bool,
+    friendly: impl Fn(MacAddr) -> bool,
+    interface: &InterfaceName,
+    inbound: &Inbound,
+) -> Option<Conflict> {
+    let claim = inbound.claim()?;
+    (owned(claim.ip) && !friendly(claim.mac)).then(|| Conflict {
+        interface: interface.clone(),
+        claim,
+    })
 }
 
 /// Gratuitous ARP in both forms for IPv4; one unsolicited NA for IPv6.

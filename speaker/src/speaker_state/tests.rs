@@ -333,6 +333,64 @@ fn frames_are_parsed_counted_and_checked_for_conflicts() {
     );
 }
 
+/// The packet readers answer from a snapshot without the state's owner: the same answers as
+/// the state gives, nothing for IPs or interfaces not owned, and silence from the fence instant
+/// on even if no newer snapshot is ever published.
+#[test]
+fn a_snapshot_answers_like_the_state_and_fences_itself() {
+    let now = Instant::now();
+    let mut state = speaker("node-a", now);
+    state.lease_seen(&lease("node-a", 1, true), now);
+    state.lease_seen(&lease("node-b", 1, true), now);
+    state.renewed(now);
+    // node-b is alive (its MAC is a FerroLB MAC) but may not announce.
+    state.set_nodes([NodeFacts {
+        name: "node-a".into(),
+        ..Default::default()
+    }]);
+    state.recompute(now);
+    let snapshot = state.snapshot();
+    let request = who_has(ANNOUNCED);
+    let from_snapshot = snapshot.handle_frame(&eth0(), &request, now);
+    assert!(from_snapshot.request);
+    assert!(from_snapshot.reply.is_some());
+    assert_eq!(from_snapshot, state.handle_frame(&eth0(), &request, now));
+    let unowned = who_has(Ipv4Addr::new(198, 51, 100, 8));
+    assert_eq!(snapshot.handle_frame(&eth0(), &unowned, now).reply, None);
+    let eth1 = InterfaceName::new("eth1").unwrap();
+    assert_eq!(snapshot.handle_frame(&eth1, &request, now).reply, None);
+    // The fence falls 2 s after the renewal was sent; nobody publishes anything meanwhile.
+    let just_before = now + Duration::from_millis(1999);
+    assert!(
+        snapshot
+            .handle_frame(&eth0(), &request, just_before)
+            .reply
+            .is_some()
+    );
+    let fenced = snapshot.handle_frame(&eth0(), &request, now + Duration::from_secs(2));
+    assert_eq!(fenced.reply, None);
+    assert!(fenced.request, "still counted as a request");
+    // Conflicts come from strangers only, and only while answering.
+    let stranger = arp::gratuitous_reply(ANNOUNCED, STRANGER_MAC);
+    assert!(
+        snapshot
+            .handle_frame(&eth0(), &stranger, now)
+            .conflict
+            .is_some()
+    );
+    let peer = arp::gratuitous_reply(ANNOUNCED, mac_of("node-b"));
+    assert_eq!(snapshot.handle_frame(&eth0(), &peer, now).conflict, None);
+    // SIGTERM: the snapshot taken after the release answers nothing at all.
+    state.release();
+    let released = state.snapshot();
+    assert!(released.answering.is_empty());
+    assert_eq!(released.handle_frame(&eth0(), &request, now).reply, None);
+    assert_eq!(
+        Snapshot::empty().handle_frame(&eth0(), &request, now).reply,
+        None
+    );
+}
+
 mod failover_property {
     use proptest::prelude::*;
 

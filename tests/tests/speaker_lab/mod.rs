@@ -31,6 +31,8 @@ pub const VIP4: &str = "198.51.100.200";
 pub const VIP6: &str = "2001:db8:1::200";
 pub const VIP4_WEB: &str = "198.51.100.201";
 pub const HELLO_PORT: u16 = 8080;
+/// Room for the bench's 1,000 owned IPs: 2001:db8:1::1:0 to 2001:db8:1::1:3ff.
+pub const BULK_V6_POOL: &str = "2001:db8:1::1:0/118";
 
 pub fn is_root() -> bool {
     Command::new("id")
@@ -173,7 +175,8 @@ impl Cluster {
             &Api::<IPAddressPool>::all(kube.clone()),
             json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "IPAddressPool",
                    "metadata": {"name": "lan"},
-                   "spec": {"addresses": ["198.51.100.200-198.51.100.250", "2001:db8:1::200/124"]}}),
+                   "spec": {"addresses": ["198.51.100.200-198.51.100.250", "2001:db8:1::200/124",
+                                         BULK_V6_POOL]}}),
         )
         .await?;
         create(
@@ -253,6 +256,7 @@ impl Cluster {
                 .map(|t| t.parse())
                 .collect::<Result<_, _>>()?,
             interval: Duration::from_millis(20),
+            sender_tags: Vec::new(),
         })?)
     }
 
@@ -407,7 +411,12 @@ impl Cluster {
         let deadline = Instant::now() + Duration::from_secs(10);
         while !self.lease_exists(node).await? {
             if Instant::now() > deadline {
-                bail!("no Lease for {node}");
+                let output = self
+                    .speakers
+                    .get(node)
+                    .map(|speaker| speaker.output())
+                    .unwrap_or_default();
+                bail!("no Lease for {node}; its speaker's output:\n{output}");
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
