@@ -156,12 +156,21 @@ async fn latency(cluster: &Cluster, owner: &str, rate: u32, seconds: u64) -> any
         ..probe_config(cluster)?
     })?;
     // Warm-up: neighbour entries for the tag addresses, caches, the readers' first wake-ups.
+    // Nothing is cleared after it: a reply's round indexes the probe's whole send log.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    probe.clear();
+    let measured_from = Instant::now();
     tokio::time::sleep(Duration::from_secs(seconds)).await;
-    let sent = probe.sent();
+    let sent: Vec<Instant> = probe
+        .sent()
+        .into_iter()
+        .filter(|at| *at >= measured_from)
+        .collect();
     let frames_sent = probe.frames_sent();
-    let heard = probe.heard();
+    let heard: Vec<Heard> = probe
+        .heard()
+        .into_iter()
+        .filter(|h| h.at >= measured_from)
+        .collect();
     probe.stop()?;
     let elapsed = match (sent.first(), sent.last()) {
         (Some(first), Some(last)) => (*last - *first).as_secs_f64(),
@@ -180,7 +189,7 @@ async fn latency(cluster: &Cluster, owner: &str, rate: u32, seconds: u64) -> any
         else {
             continue;
         };
-        let Some(sent_at) = frames_sent.get(index) else {
+        let Some(sent_at) = frames_sent.get(index).filter(|at| **at >= measured_from) else {
             continue;
         };
         by_ip
@@ -244,8 +253,14 @@ async fn latency_writes_and_memory() -> anyhow::Result<()> {
         .map(|(n, ip)| {
             let cluster = &cluster;
             async move {
+                // One family each: the double's IPv4 Service range is too small for 1,000.
+                let family = if ip.contains(':') { "IPv6" } else { "IPv4" };
                 cluster
-                    .service(&format!("many-{n}"), &[ip.as_str()], json!({}))
+                    .service(
+                        &format!("many-{n}"),
+                        &[ip.as_str()],
+                        json!({"ipFamilyPolicy": "SingleStack", "ipFamilies": [family]}),
+                    )
                     .await
             }
         })

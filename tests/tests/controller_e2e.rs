@@ -199,6 +199,17 @@ impl Lab {
         .with_context(|| format!("Service {name} never had exactly {expected:?}"))
     }
 
+    /// Waits until the Service names `pool` as the pool its IPs came from. The controller
+    /// writes status before this annotation, so an IP can be visible a moment earlier.
+    async fn wait_pool_annotation(&self, name: &str, pool: &str) -> anyhow::Result<Service> {
+        eventually(WAIT, || async {
+            let service = self.services.get(name).await?;
+            Ok((annotation(&service, POOL_ANNOTATION) == Some(pool)).then_some(service))
+        })
+        .await
+        .with_context(|| format!("Service {name} never named pool {pool}"))
+    }
+
     /// Waits for an event on the Service with this reason whose note contains `text`.
     async fn wait_event(
         &self,
@@ -409,8 +420,8 @@ async fn service_requests_annotations_classes_and_type_changes() -> anyhow::Resu
         lab.service("unknown-pool", pool_annotation(&missing)).await?;
 
         for (name, ip) in [("annotated", "198.51.100.5"), ("alias", "198.51.100.6"), ("legacy-alias", "198.51.100.9"), ("spec-field", "198.51.100.7")] {
-            let service = lab.wait_exact_ips(name, &[ip]).await?;
-            assert_eq!(annotation(&service, POOL_ANNOTATION), Some(main.as_str()), "{name}");
+            lab.wait_exact_ips(name, &[ip]).await?;
+            let service = lab.wait_pool_annotation(name, &main).await?;
             let ingress = &service.status.as_ref().unwrap().load_balancer.as_ref().unwrap().ingress.as_ref().unwrap()[0];
             assert_eq!(ingress.ip_mode.as_deref(), Some("VIP"), "{name}");
             let event = lab.wait_event(name, "IPAllocated", &format!("assigned {ip} from pool {main}")).await?;
@@ -427,8 +438,7 @@ async fn service_requests_annotations_classes_and_type_changes() -> anyhow::Resu
         for (name, pool, first, last) in [("manual", &manual, "198.51.100.32", "198.51.100.47"), ("metallb-pool", &manual, "198.51.100.32", "198.51.100.47"), ("labelled", &gold, "198.51.100.48", "198.51.100.63")] {
             let ips = lab.wait_ips(name).await?;
             assert!(ips.len() == 1 && ip_in(&ips[0], first, last), "{name}: {ips:?}");
-            let service = lab.services.get(name).await?;
-            assert_eq!(annotation(&service, POOL_ANNOTATION), Some(pool.as_str()), "{name}");
+            lab.wait_pool_annotation(name, pool).await?;
         }
 
         // A Service that asked wrongly gets its IP once the request is fixed.
@@ -521,12 +531,12 @@ async fn pool_choice_sharing_and_dual_stack() -> anyhow::Result<()> {
         lab.service("p4", json!({})).await?;
         let ips = lab.wait_ips("p4").await?;
         assert!(ip_in(&ips[0], "198.51.100.104", "198.51.100.107"), "p4: {ips:?}");
-        assert_eq!(annotation(&lab.services.get("p4").await?, POOL_ANNOTATION), Some(later.as_str()));
+        lab.wait_pool_annotation("p4", &later).await?;
         // Namespace selector plus Service selector, at priority 0.
         lab.service("picked", json!({"spec": {"selector": {"app": "picked"}}, "metadata": {"labels": {"app": "picked"}}})).await?;
         let ips = lab.wait_ips("picked").await?;
         assert!(ip_in(&ips[0], "198.51.100.108", "198.51.100.111"), "picked: {ips:?}");
-        assert_eq!(annotation(&lab.services.get("picked").await?, POOL_ANNOTATION), Some(selected.as_str()));
+        lab.wait_pool_annotation("picked", &selected).await?;
         let _ = first;
 
         // avoidBuggyIPs: .255 is never given, and asking for it is refused.
