@@ -93,6 +93,7 @@ where
     K::DynamicType: Default,
 {
     watcher(api, watcher::Config::default())
+        .modify(ferrolb_crds::cache::trim_metadata::<K>)
         .default_backoff()
         .map(move |item| match item {
             Ok(event) => wrap(event),
@@ -499,7 +500,10 @@ impl Controller {
     fn finished(&mut self, slot: &Slot, outcome: WriteOutcome) {
         self.queue.finished(slot);
         match outcome {
-            WriteOutcome::Service(written) => self.state.written_service(*written),
+            WriteOutcome::Service(mut written) => {
+                ferrolb_crds::cache::trim_metadata(written.as_mut());
+                self.state.written_service(*written);
+            }
             WriteOutcome::RetryService(service) => {
                 // The allocator keeps the address for this Service meanwhile, so nobody else
                 // gets it; the retry writes whatever is desired by then.

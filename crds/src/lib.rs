@@ -4,6 +4,7 @@
 pub mod address_count;
 pub mod addresses;
 pub mod annotations;
+pub mod cache;
 #[cfg(feature = "health-server")]
 pub mod health_server;
 pub mod ip_address_pool;

@@ -19,6 +19,7 @@ pub mod cli;
 pub mod cluster;
 pub mod dataplane;
 pub mod election;
+pub mod heap;
 pub mod http;
 pub mod interfaces;
 pub mod metrics;

@@ -4,7 +4,10 @@ use anyhow::Context;
 use clap::Parser;
 use ferrolb_speaker::cli::{Args, LogFormat};
 
-#[tokio::main]
+// The main loop runs on the main thread and the status writer, Lease renewer and HTTP server on
+// one worker; the packet path has its own reader threads. More workers only add stacks and
+// heap arenas.
+#[tokio::main(flavor = "multi_thread", worker_threads = 1)]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let timing = args.lease_timing().context("lease timing flags")?;

@@ -32,6 +32,7 @@ use crate::cli::Args;
 use crate::cluster::{lease, node, service};
 use crate::dataplane::{ConflictSeen, DataPlane};
 use crate::election::{LeaseTiming, PoolFacts, ServiceId};
+use crate::heap::HeapTrimmer;
 use crate::http::{self, Health};
 use crate::interfaces::{LinkState, announcing_links, publishable};
 use crate::metrics::Metrics;
@@ -64,6 +65,7 @@ where
     K::DynamicType: Default,
 {
     watcher(api, config)
+        .modify(ferrolb_crds::cache::trim_metadata::<K>)
         .default_backoff()
         .map(move |item| match item {
             Ok(event) => wrap(event),
@@ -518,7 +520,14 @@ fn watches(client: &Client, namespace: &str) -> SelectAll<BoxStream<'static, Inp
     inputs.push(watch_stream(
         Api::<Node>::all(client.clone()),
         watcher::Config::default(),
-        |event| Input::Node(Box::new(event)),
+        // Candidacy reads labels and conditions; the image list is most of a real Node.
+        |event| {
+            Input::Node(Box::new(event.modify(|node| {
+                if let Some(status) = &mut node.status {
+                    status.images = None;
+                }
+            })))
+        },
         "nodes",
     ));
     inputs.push(watch_stream(
@@ -605,6 +614,8 @@ pub async fn run(args: Args, timing: LeaseTiming) -> anyhow::Result<()> {
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     let mut renew_failures = 0u32;
+    // The loop wakes at least once per renewal, so trims keep their pace.
+    let mut heap = HeapTrimmer::new(Instant::now());
 
     loop {
         let now = Instant::now();
@@ -663,6 +674,7 @@ pub async fn run(args: Args, timing: LeaseTiming) -> anyhow::Result<()> {
         }
         speaker.step(Instant::now());
         speaker.publish_snapshot();
+        heap.maybe_trim(Instant::now());
         health.ready.store(
             speaker.synced() && speaker.first_renewal.is_some(),
             Ordering::Relaxed,

@@ -1,6 +1,6 @@
 //! The speaker in the network-namespace lab (see `tests/tests/speaker_lab`), as a LAN client sees
-//! it. Needs root. Run with `cargo bench -p ferrolb-tests --bench speaker`; takes about three
-//! minutes and prints:
+//! it. Needs root. Run with `cargo bench -p ferrolb-tests --bench speaker` (add `-- latency` or
+//! `-- failover` for one part); takes about five minutes once built and prints:
 //!
 //! - failover gaps (old owner's last ARP reply to the new owner's first, the client asking every
 //!   10 ms), medians of RUNS runs, after SIGKILL and after SIGTERM, at the default timings (1 s
@@ -10,7 +10,7 @@
 //!   the request it answers (told apart by their sender addresses);
 //! - API writes per second of three speakers announcing 1,000 IPs (should be nodes / renew
 //!   interval: only Lease renewals once settled), from the double's request counters;
-//! - the speakers' resident memory with those 1,000 IPs.
+//! - the speakers' resident memory with those 1,000 IPs, and what it is made of.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -160,17 +160,18 @@ async fn latency(cluster: &Cluster, owner: &str, rate: u32, seconds: u64) -> any
     tokio::time::sleep(Duration::from_millis(500)).await;
     let measured_from = Instant::now();
     tokio::time::sleep(Duration::from_secs(seconds)).await;
+    // Heard first: every answer read then has its request in the send logs read after.
+    let heard: Vec<Heard> = probe
+        .heard()
+        .into_iter()
+        .filter(|h| h.at >= measured_from)
+        .collect();
     let sent: Vec<Instant> = probe
         .sent()
         .into_iter()
         .filter(|at| *at >= measured_from)
         .collect();
     let frames_sent = probe.frames_sent();
-    let heard: Vec<Heard> = probe
-        .heard()
-        .into_iter()
-        .filter(|h| h.at >= measured_from)
-        .collect();
     probe.stop()?;
     let elapsed = match (sent.first(), sent.last()) {
         (Some(first), Some(last)) => (*last - *first).as_secs_f64(),
@@ -342,13 +343,51 @@ async fn latency_writes_and_memory() -> anyhow::Result<()> {
                 .to_owned()
         };
         println!(
-            "speaker RSS on {name} with {total} IPs in the cluster: {} (peak {})",
+            "speaker RSS on {name} with {total} IPs in the cluster: {} (peak {}; anonymous {}, file {}; {} threads)",
             field("VmRSS:"),
-            field("VmHWM:")
+            field("VmHWM:"),
+            field("RssAnon:"),
+            field("RssFile:"),
+            field("Threads:")
+        );
+    }
+    if let Some(speaker) = cluster.speakers.values().next() {
+        println!(
+            "speaker memory by mapping (kB resident): {}",
+            resident_by_mapping(speaker.pid())?
         );
     }
     cluster.stop().await;
     Ok(())
+}
+
+/// Resident memory per kind of mapping, largest first: what an RSS figure is made of.
+fn resident_by_mapping(pid: u32) -> anyhow::Result<String> {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps"))?;
+    let mut by_name: BTreeMap<String, u64> = BTreeMap::new();
+    let mut current = String::new();
+    for line in smaps.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields
+            .first()
+            .is_some_and(|f| f.contains('-') && !f.ends_with(':'))
+        {
+            current = fields
+                .get(5)
+                .map(|path| path.rsplit('/').next().unwrap_or(path).to_owned())
+                .unwrap_or_else(|| "anonymous".to_owned());
+        } else if fields.first() == Some(&"Rss:") {
+            let kb = fields.get(1).and_then(|n| n.parse().ok()).unwrap_or(0);
+            *by_name.entry(current.clone()).or_default() += kb;
+        }
+    }
+    let mut sorted: Vec<(String, u64)> = by_name.into_iter().filter(|(_, kb)| *kb > 0).collect();
+    sorted.sort_by_key(|(_, kb)| std::cmp::Reverse(*kb));
+    Ok(sorted
+        .iter()
+        .map(|(name, kb)| format!("{name} {kb}"))
+        .collect::<Vec<_>>()
+        .join(", "))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -360,15 +399,25 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
+    // `cargo bench --bench speaker -- latency` (or `failover`) runs only that part.
+    let parts: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let wanted = |part: &str| parts.is_empty() || parts.iter().any(|p| p == part);
     runtime.block_on(async {
-        latency_writes_and_memory().await?;
-        failover(
-            "(1 s lease, 250 ms renew)",
-            1000.0,
-            &["--lease-renew", "250ms", "--lease-duration", "1s"],
-        )
-        .await?;
-        failover("(defaults: 3 s lease, 1 s renew)", 3000.0, &[]).await?;
+        if wanted("latency") {
+            latency_writes_and_memory().await?;
+        }
+        if wanted("failover") {
+            failover(
+                "(1 s lease, 250 ms renew)",
+                1000.0,
+                &["--lease-renew", "250ms", "--lease-duration", "1s"],
+            )
+            .await?;
+            failover("(defaults: 3 s lease, 1 s renew)", 3000.0, &[]).await?;
+        }
         Ok(())
     })
 }
