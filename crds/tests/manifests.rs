@@ -231,7 +231,7 @@ fn controller_runs_unprivileged_with_probes() {
 }
 
 #[test]
-fn speaker_has_host_network_and_only_net_raw() {
+fn speaker_has_host_network_and_only_net_raw_and_sys_nice() {
     let daemonset: DaemonSet = workload("speaker.yaml");
     let pod = daemonset.spec.unwrap().template.spec.unwrap();
     assert_eq!(
@@ -259,7 +259,7 @@ fn speaker_has_host_network_and_only_net_raw() {
     assert_eq!(capabilities.drop.as_deref(), Some(&["ALL".to_owned()][..]));
     assert_eq!(
         capabilities.add.as_deref(),
-        Some(&["NET_RAW".to_owned()][..])
+        Some(&["NET_RAW".to_owned(), "SYS_NICE".to_owned()][..])
     );
     let node_name = container
         .env

@@ -39,6 +39,12 @@ pub struct Args {
     /// without a class), like the controller.
     #[arg(long)]
     pub lb_class: Option<String>,
+    /// Nice value of the threads that read and answer ARP and NDP (-20 to 19; lower is picked
+    /// sooner when a request arrives). Below the process's own it needs CAP_SYS_NICE; without
+    /// it the readers keep the process's priority, with a warning.
+    #[arg(long, default_value_t = -10, allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i32).range(-20..=19))]
+    pub reader_nice: i32,
     /// Log format.
     #[arg(long, value_enum, default_value = "text", env = "FERROLB_LOG_FORMAT")]
     pub log_format: LogFormat,
@@ -107,6 +113,20 @@ mod tests {
         ])
         .unwrap();
         assert!(args.lease_timing().is_err());
+    }
+
+    #[test]
+    fn reader_nice_defaults_to_favoured_and_stays_in_range() {
+        let parse = |extra: &[&str]| {
+            Args::try_parse_from([&["ferrolb-speaker", "--node-name", "node-a"], extra].concat())
+        };
+        assert_eq!(parse(&[]).unwrap().reader_nice, -10);
+        assert_eq!(parse(&["--reader-nice", "-5"]).unwrap().reader_nice, -5);
+        assert_eq!(parse(&["--reader-nice", "0"]).unwrap().reader_nice, 0);
+        for out_of_range in ["-21", "20"] {
+            let error = parse(&["--reader-nice", out_of_range]).unwrap_err();
+            assert!(error.to_string().contains(out_of_range), "{error}");
+        }
     }
 
     #[test]

@@ -6,10 +6,14 @@
 //! async runtime or the main loop, and the runtime never waits on a read. The decision is
 //! [`Snapshot::handle_frame`], the same pure code the state uses. Only what changes state (a
 //! conflict) is passed on to the main loop; counters are updated in place.
+//!
+//! The ARP sockets' kernel filters pass only ARP about the IPv4 addresses the published
+//! snapshot owns, and follow it on every publication: a node reads the requests it may answer,
+//! not every broadcast on the LAN. The snapshot still decides; the filter only ever passes more.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read};
-use std::net::Ipv6Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
@@ -20,9 +24,13 @@ use tokio::sync::mpsc;
 
 use crate::announcer::Conflict;
 use crate::metrics::FrameCounters;
+use crate::packet::filter::{ARP_AND_NEIGHBOR_DISCOVERY, BpfInstruction, arp_for_addresses};
 use crate::packet::{ETHERTYPE_ARP, ETHERTYPE_IPV6};
-use crate::packet_socket::{MulticastMemberships, RECEIVE_BUFFER_LEN, open_blocking};
+use crate::packet_socket::{
+    MulticastMemberships, RECEIVE_BUFFER_LEN, attach_program, open_blocking,
+};
 use crate::speaker_state::Snapshot;
+use crate::thread_priority::set_current_thread_nice;
 
 /// Conflicts waiting for the main loop. Past this, new ones are dropped: the first of a burst
 /// already triggers the defence and the event, and a flood of forged claims must not grow memory.
@@ -59,11 +67,65 @@ impl Published {
     }
 }
 
+/// What an ARP socket's kernel filter lets through to its reader.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ArpFilter {
+    /// ARP whose sender or target is one of these addresses.
+    Addresses(BTreeSet<Ipv4Addr>),
+    /// All ARP: more addresses than a filter holds, or a narrower filter failed to attach.
+    All,
+}
+
+/// The narrowest filter passing ARP about the owned `addresses`, and its program.
+struct WantedArpFilter {
+    /// What it was built for: with too many addresses the filter is `All`, which says nothing
+    /// about them, and it is rebuilt only when they change.
+    addresses: BTreeSet<Ipv4Addr>,
+    filter: ArpFilter,
+    program: Vec<BpfInstruction>,
+}
+
+impl WantedArpFilter {
+    fn new(addresses: BTreeSet<Ipv4Addr>) -> Self {
+        let (filter, program) = match arp_for_addresses(&addresses) {
+            Ok(program) => (ArpFilter::Addresses(addresses.clone()), program),
+            Err(error) => {
+                tracing::info!(%error, "the ARP sockets pass all ARP");
+                (ArpFilter::All, ARP_AND_NEIGHBOR_DISCOVERY.to_vec())
+            }
+        };
+        Self {
+            addresses,
+            filter,
+            program,
+        }
+    }
+}
+
 struct InterfaceSockets {
     index: u32,
     arp: Arc<Socket>,
+    /// What `arp`'s attached filter passes.
+    arp_filter: ArpFilter,
     ipv6: Arc<Socket>,
     stop: Arc<AtomicBool>,
+}
+
+impl InterfaceSockets {
+    /// Attaches `program` (which passes `filter`) to the ARP socket. On failure the socket is
+    /// opened to all ARP rather than left with a filter that may miss owned addresses; the
+    /// next publication tries again.
+    fn filter_arp(&mut self, name: &InterfaceName, filter: &ArpFilter, program: &[BpfInstruction]) {
+        match attach_program(&self.arp, program) {
+            Ok(()) => self.arp_filter = filter.clone(),
+            Err(error) => {
+                tracing::warn!(interface = %name, %error, "attaching the ARP filter failed, passing all ARP");
+                if attach_program(&self.arp, &ARP_AND_NEIGHBOR_DISCOVERY).is_ok() {
+                    self.arp_filter = ArpFilter::All;
+                }
+            }
+        }
+    }
 }
 
 impl Drop for InterfaceSockets {
@@ -76,31 +138,83 @@ impl Drop for InterfaceSockets {
 pub struct DataPlane {
     interfaces: BTreeMap<InterfaceName, InterfaceSockets>,
     published: Arc<Published>,
+    /// The filter every ARP socket should have for the published snapshot.
+    arp_filter: WantedArpFilter,
     counters: FrameCounters,
     conflicts: mpsc::Sender<ConflictSeen>,
     memberships: MulticastMemberships,
+    reader_priority: ReaderPriority,
+}
+
+/// The nice value reader threads set for themselves, and whether failing to has been logged.
+#[derive(Clone, Debug)]
+struct ReaderPriority {
+    nice: i32,
+    failure_logged: Arc<AtomicBool>,
+}
+
+impl ReaderPriority {
+    /// Called by each reader thread as it starts. Without the privilege the reader runs at the
+    /// process's priority: slower to answer on a busy node, so said once, but not an error.
+    fn apply(&self) {
+        if let Err(error) = set_current_thread_nice(self.nice)
+            && !self.failure_logged.swap(true, Ordering::Relaxed)
+        {
+            tracing::warn!(
+                nice = self.nice,
+                %error,
+                "cannot set the packet readers' nice value (lowering it needs CAP_SYS_NICE); \
+                 on a busy node replies may wait behind other work"
+            );
+        }
+    }
 }
 
 impl DataPlane {
     /// Answers nothing until [`DataPlane::publish`] is called. Conflicts the readers see come
-    /// out of the returned receiver.
-    pub fn new(counters: FrameCounters) -> io::Result<(Self, mpsc::Receiver<ConflictSeen>)> {
+    /// out of the returned receiver. Reader threads run at nice value `reader_nice`.
+    pub fn new(
+        counters: FrameCounters,
+        reader_nice: i32,
+    ) -> io::Result<(Self, mpsc::Receiver<ConflictSeen>)> {
         let (sender, receiver) = mpsc::channel(CONFLICT_QUEUE_LEN);
         Ok((
             Self {
                 interfaces: BTreeMap::new(),
                 published: Arc::new(Published::default()),
+                arp_filter: WantedArpFilter::new(BTreeSet::new()),
                 counters,
                 conflicts: sender,
                 memberships: MulticastMemberships::new()?,
+                reader_priority: ReaderPriority {
+                    nice: reader_nice,
+                    failure_logged: Arc::new(AtomicBool::new(false)),
+                },
             },
             receiver,
         ))
     }
 
-    /// What the readers answer from, from the next frame on.
-    pub fn publish(&self, snapshot: Snapshot) {
+    /// What the readers answer from, from the next frame on; the ARP filters follow.
+    pub fn publish(&mut self, snapshot: Snapshot) {
+        let addresses = snapshot.answering.ipv4_addresses();
         self.published.publish(snapshot);
+        if self.arp_filter.addresses != addresses {
+            self.arp_filter = WantedArpFilter::new(addresses);
+        }
+        let wanted = &self.arp_filter;
+        for (name, sockets) in &mut self.interfaces {
+            if sockets.arp_filter != wanted.filter {
+                sockets.filter_arp(name, &wanted.filter, &wanted.program);
+            }
+        }
+    }
+
+    /// What the ARP socket on `interface` passes now (none: not listening there).
+    pub fn arp_filter(&self, interface: &InterfaceName) -> Option<&ArpFilter> {
+        self.interfaces
+            .get(interface)
+            .map(|sockets| &sockets.arp_filter)
     }
 
     /// The snapshot the readers use now.
@@ -135,8 +249,19 @@ impl DataPlane {
     fn open(&self, name: &InterfaceName, index: u32) -> io::Result<InterfaceSockets> {
         let sockets = InterfaceSockets {
             index,
-            arp: Arc::new(open_blocking(index, ETHERTYPE_ARP, READ_TIMEOUT)?),
-            ipv6: Arc::new(open_blocking(index, ETHERTYPE_IPV6, READ_TIMEOUT)?),
+            arp: Arc::new(open_blocking(
+                index,
+                ETHERTYPE_ARP,
+                &self.arp_filter.program,
+                READ_TIMEOUT,
+            )?),
+            arp_filter: self.arp_filter.filter.clone(),
+            ipv6: Arc::new(open_blocking(
+                index,
+                ETHERTYPE_IPV6,
+                &ARP_AND_NEIGHBOR_DISCOVERY,
+                READ_TIMEOUT,
+            )?),
             stop: Arc::new(AtomicBool::new(false)),
         };
         for socket in [&sockets.arp, &sockets.ipv6] {
@@ -147,6 +272,7 @@ impl DataPlane {
                 counters: self.counters.clone(),
                 conflicts: self.conflicts.clone(),
                 stop: sockets.stop.clone(),
+                priority: self.reader_priority.clone(),
             };
             // On failure `sockets` is dropped, which stops a reader already started.
             std::thread::Builder::new()
@@ -214,10 +340,12 @@ struct Reader {
     counters: FrameCounters,
     conflicts: mpsc::Sender<ConflictSeen>,
     stop: Arc<AtomicBool>,
+    priority: ReaderPriority,
 }
 
 impl Reader {
     fn run(self) {
+        self.priority.apply();
         let interface = &self.interface;
         let mut buffer = vec![0; RECEIVE_BUFFER_LEN];
         while !self.stop.load(Ordering::Acquire) {

@@ -31,3 +31,4 @@ pub mod renewer;
 pub mod runtime;
 pub mod speaker_state;
 pub mod statuses;
+pub mod thread_priority;

@@ -64,7 +64,7 @@ impl Metrics {
         );
         registry.register(
             "requests_received",
-            "ARP requests and Neighbor Solicitations received on announcing interfaces, by protocol",
+            "ARP requests and Neighbor Solicitations read on announcing interfaces, by protocol (ARP only about addresses this node owns: the kernel filters the rest)",
             metrics.requests_received.clone(),
         );
         registry.register(

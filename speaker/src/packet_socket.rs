@@ -37,7 +37,7 @@ impl PacketSocket {
         let protocol = Protocol::from(i32::from(ethertype.to_be()));
         let socket = Socket::new(Domain::PACKET, Type::RAW, Some(protocol))?;
         // Filter before binding, so no unfiltered frame is ever queued.
-        socket.attach_filter(&filter_program())?;
+        attach_program(&socket, &ARP_AND_NEIGHBOR_DISCOVERY)?;
         bind_to_interface(&socket, ifindex, ethertype)?;
         Self::from_socket(socket)
     }
@@ -87,19 +87,30 @@ impl PacketSocket {
     }
 }
 
-/// Opens a blocking socket like [`PacketSocket::open`], for a thread of its own: reads wait at
-/// most `read_timeout` (then fail with `WouldBlock`), so the thread can notice it should stop.
-pub fn open_blocking(ifindex: u32, ethertype: u16, read_timeout: Duration) -> io::Result<Socket> {
+/// Opens a blocking socket like [`PacketSocket::open`] but filtered by `program`, for a thread
+/// of its own: reads wait at most `read_timeout` (then fail with `WouldBlock`), so the thread
+/// can notice it should stop.
+pub fn open_blocking(
+    ifindex: u32,
+    ethertype: u16,
+    program: &[BpfInstruction],
+    read_timeout: Duration,
+) -> io::Result<Socket> {
     let protocol = Protocol::from(i32::from(ethertype.to_be()));
     let socket = Socket::new(Domain::PACKET, Type::RAW, Some(protocol))?;
-    socket.attach_filter(&filter_program())?;
+    attach_program(&socket, program)?;
     bind_to_interface(&socket, ifindex, ethertype)?;
     socket.set_read_timeout(Some(read_timeout))?;
     Ok(socket)
 }
 
-fn filter_program() -> Vec<SockFilter> {
-    ARP_AND_NEIGHBOR_DISCOVERY
+/// Replaces the socket's filter; frames already queued stay queued.
+pub fn attach_program(socket: &Socket, program: &[BpfInstruction]) -> io::Result<()> {
+    socket.attach_filter(&socket_filter(program))
+}
+
+fn socket_filter(program: &[BpfInstruction]) -> Vec<SockFilter> {
+    program
         .iter()
         .map(
             |&BpfInstruction {
@@ -233,7 +244,32 @@ mod tests {
 
     #[test]
     fn the_filter_program_keeps_every_instruction() {
-        assert_eq!(filter_program().len(), ARP_AND_NEIGHBOR_DISCOVERY.len());
+        assert_eq!(
+            socket_filter(&ARP_AND_NEIGHBOR_DISCOVERY).len(),
+            ARP_AND_NEIGHBOR_DISCOVERY.len()
+        );
+    }
+
+    /// The kernel checks a program when it is attached (every jump in range, a return at the
+    /// end, the length cap); any socket will do for that, so this needs no privilege.
+    #[test]
+    fn the_kernel_accepts_the_largest_arp_program() {
+        use crate::packet::filter::{MAX_INSTRUCTIONS, arp_for_addresses};
+        let socket = Socket::new(Domain::IPV4, Type::DGRAM, None).unwrap();
+        let start = u32::from(std::net::Ipv4Addr::new(198, 51, 96, 0));
+        let mut addresses = BTreeSet::new();
+        let mut largest = None;
+        for index in 0..4096 {
+            addresses.insert(std::net::Ipv4Addr::from(start + index));
+            match arp_for_addresses(&addresses) {
+                Ok(program) => largest = Some(program),
+                Err(_) => break,
+            }
+        }
+        let largest = largest.unwrap();
+        assert!(largest.len() > MAX_INSTRUCTIONS - 16, "{}", largest.len());
+        attach_program(&socket, &largest).unwrap();
+        attach_program(&socket, &arp_for_addresses(&BTreeSet::new()).unwrap()).unwrap();
     }
 
     #[test]

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::packet::filter::ARP_AND_NEIGHBOR_DISCOVERY;
 use crate::packet::ndp::solicited_node_group;
 use crate::packet::{
     ArpAnnouncementKind, ETHERTYPE_ARP, ETHERTYPE_IPV6, Inbound, MIN_FRAME_LEN, MacAddr, checksum,
@@ -266,8 +267,18 @@ fn run(
         enter_netns(&config.netns)?;
         let index = index_of(&config.interface)?;
         Ok::<_, io::Error>((
-            open_blocking(index, ETHERTYPE_ARP, READ_TIMEOUT)?,
-            open_blocking(index, ETHERTYPE_IPV6, READ_TIMEOUT)?,
+            open_blocking(
+                index,
+                ETHERTYPE_ARP,
+                &ARP_AND_NEIGHBOR_DISCOVERY,
+                READ_TIMEOUT,
+            )?,
+            open_blocking(
+                index,
+                ETHERTYPE_IPV6,
+                &ARP_AND_NEIGHBOR_DISCOVERY,
+                READ_TIMEOUT,
+            )?,
         ))
     })();
     let (arp, ipv6) = match setup {

@@ -567,7 +567,8 @@ pub async fn run(args: Args, timing: LeaseTiming) -> anyhow::Result<()> {
     let server = tokio::spawn(http::serve(listener, health.clone()));
     let mut monitor = LinkMonitor::open().context("opening rtnetlink")?;
     let (dataplane, mut conflicts) =
-        DataPlane::new(health.metrics.frame_counters()).context("opening the data plane")?;
+        DataPlane::new(health.metrics.frame_counters(), args.reader_nice)
+            .context("opening the data plane")?;
 
     let (interfaces_tx, interfaces_rx) = watch::channel(String::from("[]"));
     let (statuses_tx, statuses_rx) = watch::channel(DesiredStatuses::new());

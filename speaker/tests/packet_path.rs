@@ -250,6 +250,27 @@ async fn maybe_receive(
         .ok()
 }
 
+/// The nice values of this process's reader threads for `interface` (named `rx-<interface>`,
+/// cut to the kernel's 15 characters), from /proc.
+fn reader_thread_nices(interface: &str) -> Vec<i64> {
+    let name: String = format!("rx-{interface}").chars().take(15).collect();
+    let mut nices = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let path = task.unwrap().path();
+        let Ok(comm) = std::fs::read_to_string(path.join("comm")) else {
+            continue;
+        };
+        if comm.trim_end() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(path.join("stat")).unwrap();
+        // Fields after the parenthesised name; nice is field 19 of the whole line.
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        nices.push(after_name.split(' ').nth(16).unwrap().parse().unwrap());
+    }
+    nices
+}
+
 /// Packet sockets open on the interface with this index, from /proc/net/packet.
 fn packet_sockets_on(index: u32) -> usize {
     std::fs::read_to_string("/proc/net/packet")
@@ -267,7 +288,7 @@ fn packet_sockets_on(index: u32) -> usize {
 #[tokio::test]
 #[ignore = "needs root; run in a throwaway network namespace (see the module documentation)"]
 async fn the_data_plane_answers_fences_itself_and_survives_a_link_flap() {
-    use ferrolb_speaker::dataplane::DataPlane;
+    use ferrolb_speaker::dataplane::{ArpFilter, DataPlane};
     use ferrolb_speaker::metrics::FrameCounters;
     use ferrolb_speaker::packet::arp;
     use ferrolb_speaker::speaker_state::Snapshot;
@@ -327,7 +348,7 @@ async fn the_data_plane_answers_fences_itself_and_survives_a_link_flap() {
         answering: announcer.answering(BTreeSet::new()),
     };
     let counters = FrameCounters::default();
-    let (mut dataplane, mut conflicts) = DataPlane::new(counters.clone()).unwrap();
+    let (mut dataplane, mut conflicts) = DataPlane::new(counters.clone(), -10).unwrap();
     assert!(
         dataplane
             .listen_on(&[(speaker_name.clone(), speaker_index)].into())
@@ -393,7 +414,17 @@ async fn the_data_plane_answers_fences_itself_and_survives_a_link_flap() {
     );
     assert_eq!(counters.replies.arp.get(), 2);
     assert_eq!(counters.replies.ndp.get(), 1);
-    assert!(counters.requests.arp.get() >= 4);
+    // The readers run at the nice value asked for (the test runs as root, so it is allowed).
+    let reader_nices = reader_thread_nices(&speaker_link);
+    assert_eq!(reader_nices, vec![-10, -10], "ARP and IPv6 readers");
+
+    // Only the two requests for the announced address reached the reader: the kernel filter
+    // dropped the one sent before anything was owned and the one for .99.
+    assert_eq!(counters.requests.arp.get(), 2);
+    assert_eq!(
+        dataplane.arp_filter(&speaker_name),
+        Some(&ArpFilter::Addresses([ANNOUNCED_V4].into()))
+    );
 
     // A stranger claims the address: the conflict reaches the receiver.
     client_arp
@@ -417,6 +448,67 @@ async fn the_data_plane_answers_fences_itself_and_survives_a_link_flap() {
             .is_none(),
         "answered after the fence fell"
     );
+
+    // Ownership moves to another address: the filter follows, so the new address is answered
+    // and requests for the old one no longer reach the reader.
+    let moved_v4 = Ipv4Addr::new(198, 51, 100, 11);
+    let mut moved = Announcer::new(BurstPolicy::default());
+    moved.set_links([(speaker_name.clone(), SPEAKER_MAC)].into(), now);
+    moved.assign(
+        [(
+            IpAddr::V4(moved_v4),
+            Assignment {
+                interfaces: [speaker_name.clone()].into(),
+                gratuitous_interval: None,
+            },
+        )]
+        .into(),
+        now,
+    );
+    dataplane.publish(Snapshot {
+        fenced_from: Some(Instant::now() + Duration::from_secs(60)),
+        answering: moved.answering(BTreeSet::new()),
+    });
+    assert_eq!(
+        dataplane.arp_filter(&speaker_name),
+        Some(&ArpFilter::Addresses([moved_v4].into()))
+    );
+    let requests_before = counters.requests.arp.get();
+    client_arp.send(&arp_request(ANNOUNCED_V4)).await.unwrap();
+    client_arp.send(&arp_request(moved_v4)).await.unwrap();
+    receive_matching(&client_arp, |inbound| {
+        matches!(inbound, Inbound::ArpAnnouncement(a) if a.sender_ip == moved_v4 && a.sender_mac == SPEAKER_MAC)
+    })
+    .await;
+    // Read in order: had the first request passed, it would have been counted before the reply.
+    assert_eq!(counters.requests.arp.get(), requests_before + 1);
+
+    // More addresses than a filter holds: the socket passes all ARP, and owned addresses are
+    // still answered. The 1,999 extra addresses are placeholders from 0.0.0.0/8, which no frame
+    // here ever carries.
+    let mut many: Vec<Ipv4Addr> = (1..2_000u32).map(Ipv4Addr::from).collect();
+    many.push(ANNOUNCED_V4);
+    let mut crowded = Announcer::new(BurstPolicy::default());
+    crowded.set_links([(speaker_name.clone(), SPEAKER_MAC)].into(), now);
+    crowded.assign(
+        many.iter()
+            .map(|ip| {
+                let assignment = Assignment {
+                    interfaces: [speaker_name.clone()].into(),
+                    gratuitous_interval: None,
+                };
+                (IpAddr::V4(*ip), assignment)
+            })
+            .collect(),
+        now,
+    );
+    dataplane.publish(Snapshot {
+        fenced_from: Some(Instant::now() + Duration::from_secs(60)),
+        answering: crowded.answering(BTreeSet::new()),
+    });
+    assert_eq!(dataplane.arp_filter(&speaker_name), Some(&ArpFilter::All));
+    client_arp.send(&arp_request(ANNOUNCED_V4)).await.unwrap();
+    receive_matching(&client_arp, is_reply).await;
 
     // Not listening any more: sends fail, the sockets close, nothing is answered.
     dataplane.publish(answering(Instant::now() + Duration::from_secs(60)));

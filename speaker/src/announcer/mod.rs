@@ -7,7 +7,7 @@
 //! fenced) and the local interfaces as rtnetlink reports them.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use ferrolb_crds::InterfaceName;
@@ -329,6 +329,18 @@ impl Answering {
             interface,
             inbound,
         )
+    }
+
+    /// The IPv4 addresses whose ARP matters here, on any interface: the ones answered, and the
+    /// ones whose claims by others are conflicts.
+    pub fn ipv4_addresses(&self) -> BTreeSet<Ipv4Addr> {
+        self.ips
+            .keys()
+            .filter_map(|ip| match ip {
+                IpAddr::V4(v4) => Some(*v4),
+                IpAddr::V6(_) => None,
+            })
+            .collect()
     }
 
     /// How many IPs it answers for.
