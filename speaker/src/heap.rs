@@ -18,13 +18,14 @@ impl HeapTrimmer {
         }
     }
 
-    /// Trims when the last trim is [`TRIM_EVERY`] old.
-    pub fn maybe_trim(&mut self, now: Instant) {
+    /// Trims when the last trim is [`TRIM_EVERY`] old; returns whether it did.
+    pub fn maybe_trim(&mut self, now: Instant) -> bool {
         if now < self.next {
-            return;
+            return false;
         }
         self.next = now + TRIM_EVERY;
         release_free_heap();
+        true
     }
 }
 
@@ -39,3 +40,23 @@ fn release_free_heap() {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn release_free_heap() {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trims_at_most_once_per_period() {
+        let start = Instant::now();
+        let mut trimmer = HeapTrimmer::new(start);
+        assert!(!trimmer.maybe_trim(start));
+        assert!(!trimmer.maybe_trim(start + TRIM_EVERY - Duration::from_millis(1)));
+        assert!(trimmer.maybe_trim(start + TRIM_EVERY));
+        assert!(!trimmer.maybe_trim(start + TRIM_EVERY + Duration::from_secs(1)));
+        // A late call trims once and starts the next period from itself.
+        let late = start + TRIM_EVERY * 5;
+        assert!(trimmer.maybe_trim(late));
+        assert!(!trimmer.maybe_trim(late + TRIM_EVERY - Duration::from_millis(1)));
+        assert!(trimmer.maybe_trim(late + TRIM_EVERY));
+    }
+}
