@@ -7,12 +7,12 @@
 
 use std::ffi::CString;
 use std::io;
-use std::io::Read;
+use std::os::fd::AsRawFd;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::packet::filter::ARP_AND_NEIGHBOR_DISCOVERY;
 use crate::packet::ndp::solicited_node_group;
@@ -26,7 +26,6 @@ use socket2::Socket;
 /// Moves the calling thread into the network namespace `/run/netns/<name>`.
 #[allow(unsafe_code)]
 pub fn enter_netns(name: &str) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
     let file = std::fs::File::open(format!("/run/netns/{name}"))?;
     // SAFETY: setns only reads the descriptor, which `file` keeps open for the call.
     let result = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
@@ -124,6 +123,18 @@ pub struct Heard {
     /// [`ProbeConfig::sender_tags`]: a reply comes after later requests were sent once the
     /// rate exceeds one per reply time, so `round` alone would time it from the wrong one.
     pub answers: Option<u64>,
+    /// When the frame reached the client's interface, stamped by the kernel: unlike `at`, free
+    /// of the delay before the probe's thread ran, so reply latencies compare the responders
+    /// rather than the probe's scheduling. On the wall clock, like [`SentFrame::wall`].
+    pub arrived: Option<SystemTime>,
+}
+
+/// When one request left the probe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SentFrame {
+    pub at: Instant,
+    /// The same moment on the wall clock, to compare with the kernel's receive stamps.
+    pub wall: SystemTime,
 }
 
 /// What the client is and asks about.
@@ -148,7 +159,7 @@ pub struct ProbeConfig {
 struct Shared {
     heard: Mutex<Vec<Heard>>,
     sent: Mutex<Vec<Instant>>,
-    frames_sent: Mutex<Vec<Instant>>,
+    frames_sent: Mutex<Vec<SentFrame>>,
     stop: AtomicBool,
 }
 
@@ -195,7 +206,7 @@ impl Probe {
 
     /// When each request was sent: for round r (from 1) and target t (its index in
     /// [`ProbeConfig::targets`]), at index (r - 1) * targets + t.
-    pub fn frames_sent(&self) -> Vec<Instant> {
+    pub fn frames_sent(&self) -> Vec<SentFrame> {
         self.shared
             .frames_sent
             .lock()
@@ -267,18 +278,8 @@ fn run(
         enter_netns(&config.netns)?;
         let index = index_of(&config.interface)?;
         Ok::<_, io::Error>((
-            open_blocking(
-                index,
-                ETHERTYPE_ARP,
-                &ARP_AND_NEIGHBOR_DISCOVERY,
-                READ_TIMEOUT,
-            )?,
-            open_blocking(
-                index,
-                ETHERTYPE_IPV6,
-                &ARP_AND_NEIGHBOR_DISCOVERY,
-                READ_TIMEOUT,
-            )?,
+            open_stamped(index, ETHERTYPE_ARP)?,
+            open_stamped(index, ETHERTYPE_IPV6)?,
         ))
     })();
     let (arp, ipv6) = match setup {
@@ -336,7 +337,10 @@ fn run(
                     continue;
                 };
                 if let Ok(mut sent) = shared.frames_sent.lock() {
-                    sent.push(Instant::now());
+                    sent.push(SentFrame {
+                        at: Instant::now(),
+                        wall: SystemTime::now(),
+                    });
                 }
                 // A lost request is a lost sample, not the end of the probe.
                 if let Err(error) = socket.send(frame) {
@@ -378,11 +382,85 @@ fn tagged_round(sent: u64, tag: usize, tags: usize) -> Option<u64> {
     sent.checked_sub(back).filter(|round| *round > 0)
 }
 
+fn open_stamped(index: u32, ethertype: u16) -> io::Result<Socket> {
+    let socket = open_blocking(index, ethertype, &ARP_AND_NEIGHBOR_DISCOVERY, READ_TIMEOUT)?;
+    enable_receive_timestamps(&socket)?;
+    Ok(socket)
+}
+
+/// Asks the kernel to stamp each frame on arrival (SO_TIMESTAMPNS, wall clock, nanoseconds).
+#[allow(unsafe_code)]
+fn enable_receive_timestamps(socket: &Socket) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: the option value is a live c_int and its exact size is passed with it.
+    let result = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&raw const on).cast(),
+            libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>()).unwrap_or(4),
+        )
+    };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Reads one frame and the kernel's arrival stamp for it, when one came with it.
+#[allow(unsafe_code)]
+fn read_stamped(socket: &Socket, buffer: &mut [u8]) -> io::Result<(usize, Option<SystemTime>)> {
+    // u64s: control messages must be aligned for their headers.
+    let mut control = [0u64; 16];
+    let mut iov = libc::iovec {
+        iov_base: buffer.as_mut_ptr().cast(),
+        iov_len: buffer.len(),
+    };
+    // SAFETY: msghdr is plain data; all-zero is a valid empty header, filled in below.
+    let mut message: libc::msghdr = unsafe { std::mem::zeroed() };
+    message.msg_iov = &raw mut iov;
+    message.msg_iovlen = 1;
+    message.msg_control = control.as_mut_ptr().cast();
+    message.msg_controllen = std::mem::size_of_val(&control);
+    // SAFETY: the header points at `iov` (which points at `buffer`) and at `control`, all live
+    // and exclusively borrowed for the call, with their true lengths.
+    let len = unsafe { libc::recvmsg(socket.as_raw_fd(), &raw mut message, 0) };
+    let len = usize::try_from(len).map_err(|_| io::Error::last_os_error())?;
+    let mut arrived = None;
+    // SAFETY: the kernel filled `message` and `control`; the CMSG macros walk the control
+    // messages within msg_controllen, and a SCM_TIMESTAMPNS payload is one timespec, read
+    // unaligned.
+    unsafe {
+        let mut header = libc::CMSG_FIRSTHDR(&raw const message);
+        while !header.is_null() {
+            if (*header).cmsg_level == libc::SOL_SOCKET
+                && (*header).cmsg_type == libc::SCM_TIMESTAMPNS
+            {
+                let stamp: libc::timespec =
+                    std::ptr::read_unaligned(libc::CMSG_DATA(header).cast());
+                arrived = wall_time(stamp.tv_sec, stamp.tv_nsec);
+            }
+            header = libc::CMSG_NXTHDR(&raw const message, header);
+        }
+    }
+    Ok((len, arrived))
+}
+
+fn wall_time(seconds: i64, nanoseconds: i64) -> Option<SystemTime> {
+    let since_epoch = Duration::new(
+        u64::try_from(seconds).ok()?,
+        u32::try_from(nanoseconds).ok()?,
+    );
+    SystemTime::UNIX_EPOCH.checked_add(since_epoch)
+}
+
 fn receive(socket: &Socket, shared: &Shared, round: &AtomicU64, config: &ProbeConfig) {
     let mut buffer = vec![0; RECEIVE_BUFFER_LEN];
     while !shared.stop.load(Ordering::Relaxed) {
-        let len = match (&*socket).read(&mut buffer) {
-            Ok(len) => len,
+        let (len, arrived) = match read_stamped(socket, &mut buffer) {
+            Ok(read) => read,
             Err(error)
                 if matches!(
                     error.kind(),
@@ -435,6 +513,7 @@ fn receive(socket: &Socket, shared: &Shared, round: &AtomicU64, config: &ProbeCo
             mac,
             solicited,
             answers,
+            arrived,
         };
         if let Ok(mut all) = shared.heard.lock() {
             all.push(heard);
@@ -478,6 +557,31 @@ mod tests {
     }
 
     #[test]
+    fn frames_come_with_the_kernels_arrival_stamp() {
+        let (sender, receiver) =
+            Socket::pair(socket2::Domain::UNIX, socket2::Type::DGRAM, None).unwrap();
+        enable_receive_timestamps(&receiver).unwrap();
+        let before = SystemTime::now();
+        sender.send(b"who-has").unwrap();
+        let mut buffer = [0u8; 64];
+        let (len, arrived) = read_stamped(&receiver, &mut buffer).unwrap();
+        let after = SystemTime::now();
+        assert_eq!(&buffer[..len], b"who-has");
+        let arrived = arrived.expect("a receive stamp");
+        assert!(before <= arrived && arrived <= after, "{before:?} {arrived:?} {after:?}");
+    }
+
+    #[test]
+    fn stamps_out_of_range_are_dropped() {
+        assert_eq!(
+            wall_time(1, 5),
+            SystemTime::UNIX_EPOCH.checked_add(Duration::new(1, 5))
+        );
+        assert_eq!(wall_time(-1, 0), None);
+        assert_eq!(wall_time(1, -1), None);
+    }
+
+    #[test]
     fn double_answers_are_per_round_and_ip() {
         let at = Instant::now();
         let ip: IpAddr = "198.51.100.200".parse().unwrap();
@@ -488,6 +592,7 @@ mod tests {
             mac: MacAddr([2, 0, 0, 0, 0, mac]),
             solicited,
             answers: None,
+            arrived: None,
         };
         let clean = [heard(1, 1, true), heard(2, 2, true), heard(2, 1, false)];
         assert!(double_answers(&clean).is_empty());
