@@ -259,7 +259,14 @@ fn speaker_has_host_network_and_only_net_raw_and_sys_nice() {
     assert_eq!(capabilities.drop.as_deref(), Some(&["ALL".to_owned()][..]));
     assert_eq!(
         capabilities.add.as_deref(),
-        Some(&["NET_RAW".to_owned(), "SYS_NICE".to_owned()][..])
+        Some(
+            &[
+                "NET_RAW".to_owned(),
+                "BPF".to_owned(),
+                "NET_ADMIN".to_owned(),
+                "SYS_NICE".to_owned()
+            ][..]
+        )
     );
     let node_name = container
         .env

@@ -45,6 +45,11 @@ pub struct Args {
     #[arg(long, default_value_t = -10, allow_negative_numbers = true,
           value_parser = clap::value_parser!(i32).range(-20..=19))]
     pub reader_nice: i32,
+    /// Answer plain ARP requests in the kernel (an eBPF program on each announcing interface's
+    /// tc ingress; Linux 6.6 or later, CAP_BPF and CAP_NET_ADMIN), as fast as the kernel
+    /// answers for the node's own address. Where it cannot load, the packet readers answer.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub kernel_arp: bool,
     /// Log format.
     #[arg(long, value_enum, default_value = "text", env = "FERROLB_LOG_FORMAT")]
     pub log_format: LogFormat,
@@ -121,6 +126,8 @@ mod tests {
             Args::try_parse_from([&["ferrolb-speaker", "--node-name", "node-a"], extra].concat())
         };
         assert_eq!(parse(&[]).unwrap().reader_nice, -10);
+        assert!(parse(&[]).unwrap().kernel_arp);
+        assert!(!parse(&["--kernel-arp", "false"]).unwrap().kernel_arp);
         assert_eq!(parse(&["--reader-nice", "-5"]).unwrap().reader_nice, -5);
         assert_eq!(parse(&["--reader-nice", "0"]).unwrap().reader_nice, 0);
         for out_of_range in ["-21", "20"] {

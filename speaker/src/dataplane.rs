@@ -23,6 +23,8 @@ use socket2::Socket;
 use tokio::sync::mpsc;
 
 use crate::announcer::Conflict;
+use crate::bpf::Link;
+use crate::kernel_arp::{KernelArpResponder, wanted_entries};
 use crate::metrics::FrameCounters;
 use crate::packet::filter::{ARP_AND_NEIGHBOR_DISCOVERY, BpfInstruction, arp_for_addresses};
 use crate::packet::{ETHERTYPE_ARP, ETHERTYPE_IPV6};
@@ -109,6 +111,8 @@ struct InterfaceSockets {
     arp_filter: ArpFilter,
     ipv6: Arc<Socket>,
     stop: Arc<AtomicBool>,
+    /// The in-kernel ARP responder's attachment here, while it has one.
+    kernel_arp: Option<Link>,
 }
 
 impl InterfaceSockets {
@@ -144,6 +148,8 @@ pub struct DataPlane {
     conflicts: mpsc::Sender<ConflictSeen>,
     memberships: MulticastMemberships,
     reader_priority: ReaderPriority,
+    /// Answers plain ARP requests in the kernel, where it could be loaded.
+    kernel_arp: Option<KernelArpResponder>,
 }
 
 /// The nice value reader threads set for themselves, and whether failing to has been logged.
@@ -172,12 +178,33 @@ impl ReaderPriority {
 
 impl DataPlane {
     /// Answers nothing until [`DataPlane::publish`] is called. Conflicts the readers see come
-    /// out of the returned receiver. Reader threads run at nice value `reader_nice`.
+    /// out of the returned receiver. Reader threads run at nice value `reader_nice`. With
+    /// `kernel_arp`, plain ARP requests are answered in the kernel where the responder loads
+    /// (see [`crate::kernel_arp`]); where it does not, the readers answer them, as without.
     pub fn new(
         counters: FrameCounters,
         reader_nice: i32,
+        kernel_arp: bool,
     ) -> io::Result<(Self, mpsc::Receiver<ConflictSeen>)> {
         let (sender, receiver) = mpsc::channel(CONFLICT_QUEUE_LEN);
+        let kernel_arp = if kernel_arp {
+            match KernelArpResponder::load() {
+                Ok(responder) => {
+                    tracing::info!("answering ARP requests in the kernel (tcx)");
+                    Some(responder)
+                }
+                Err(error) => {
+                    tracing::warn!(
+                        %error,
+                        "cannot load the in-kernel ARP responder (it needs Linux 6.6 or later, \
+                         CAP_BPF and CAP_NET_ADMIN); the packet readers answer ARP"
+                    );
+                    None
+                }
+            }
+        } else {
+            None
+        };
         Ok((
             Self {
                 interfaces: BTreeMap::new(),
@@ -190,6 +217,7 @@ impl DataPlane {
                     nice: reader_nice,
                     failure_logged: Arc::new(AtomicBool::new(false)),
                 },
+                kernel_arp,
             },
             receiver,
         ))
@@ -198,6 +226,7 @@ impl DataPlane {
     /// What the readers answer from, from the next frame on; the ARP filters follow.
     pub fn publish(&mut self, snapshot: Snapshot) {
         let addresses = snapshot.answering.ipv4_addresses();
+        self.publish_to_kernel(&snapshot);
         self.published.publish(snapshot);
         if self.arp_filter.addresses != addresses {
             self.arp_filter = WantedArpFilter::new(addresses);
@@ -208,6 +237,46 @@ impl DataPlane {
                 sockets.filter_arp(name, &wanted.filter, &wanted.program);
             }
         }
+    }
+
+    /// Brings the in-kernel responder's answers and fence to `snapshot`, on the interfaces it
+    /// is attached to. If that fails it is detached everywhere, since its map may then hold an
+    /// answer the snapshot no longer gives; the readers answer from then on.
+    fn publish_to_kernel(&mut self, snapshot: &Snapshot) {
+        let Some(responder) = &mut self.kernel_arp else {
+            return;
+        };
+        let interfaces = &self.interfaces;
+        let wanted = wanted_entries(snapshot, |name| {
+            interfaces
+                .get(name)
+                .filter(|sockets| sockets.kernel_arp.is_some())
+                .map(|sockets| sockets.index)
+        });
+        if let Err(error) = responder.publish(wanted, snapshot.fenced_from) {
+            tracing::error!(
+                %error,
+                "updating the in-kernel ARP responder failed; detaching it, the packet readers answer ARP"
+            );
+            for sockets in self.interfaces.values_mut() {
+                sockets.kernel_arp = None;
+            }
+            self.kernel_arp = None;
+        }
+    }
+
+    /// Whether the in-kernel ARP responder answers on `interface`.
+    pub fn kernel_arp_attached(&self, interface: &InterfaceName) -> bool {
+        self.interfaces
+            .get(interface)
+            .is_some_and(|sockets| sockets.kernel_arp.is_some())
+    }
+
+    /// ARP replies sent in the kernel so far (none: no in-kernel responder).
+    pub fn kernel_arp_replies(&self) -> Option<u64> {
+        self.kernel_arp
+            .as_ref()
+            .and_then(|responder| responder.replies().ok())
     }
 
     /// What the ARP socket on `interface` passes now (none: not listening there).
@@ -243,6 +312,8 @@ impl DataPlane {
                 Err(error) => failures.push((name.clone(), error)),
             }
         }
+        // New attachments answer from the current snapshot at once, not from the next one.
+        self.publish_to_kernel(&self.published.current());
         failures
     }
 
@@ -263,6 +334,14 @@ impl DataPlane {
                 READ_TIMEOUT,
             )?),
             stop: Arc::new(AtomicBool::new(false)),
+            kernel_arp: self.kernel_arp.as_ref().and_then(|responder| {
+                responder
+                    .attach(index)
+                    .inspect_err(|error| {
+                        tracing::warn!(interface = %name, %error, "cannot attach the in-kernel ARP responder; the packet reader answers ARP there");
+                    })
+                    .ok()
+            }),
         };
         for socket in [&sockets.arp, &sockets.ipv6] {
             let reader = Reader {

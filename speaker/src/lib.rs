@@ -15,6 +15,7 @@
 //! [`statuses`] (ServiceL2Status objects).
 
 pub mod announcer;
+pub mod bpf;
 pub mod cli;
 pub mod cluster;
 pub mod dataplane;
@@ -22,6 +23,7 @@ pub mod election;
 pub mod heap;
 pub mod http;
 pub mod interfaces;
+pub mod kernel_arp;
 pub mod metrics;
 pub mod netlink;
 pub mod packet;

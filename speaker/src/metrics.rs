@@ -20,6 +20,7 @@ pub struct Metrics {
     frames_dropped: Family<Labels, Counter>,
     requests_received: Family<Labels, Counter>,
     replies_sent: Family<Labels, Counter>,
+    kernel_arp_replies: Counter,
     gratuitous_sent: Family<Labels, Counter>,
     conflicts: Family<Labels, Counter>,
     ownership_changes: Family<Labels, Counter>,
@@ -49,6 +50,7 @@ impl Metrics {
             frames_dropped: Family::default(),
             requests_received: Family::default(),
             replies_sent: Family::default(),
+            kernel_arp_replies: Counter::default(),
             gratuitous_sent: Family::default(),
             conflicts: Family::default(),
             ownership_changes: Family::default(),
@@ -71,6 +73,11 @@ impl Metrics {
             "replies_sent",
             "ARP replies and solicited Neighbor Advertisements sent, by protocol",
             metrics.replies_sent.clone(),
+        );
+        registry.register(
+            "kernel_arp_replies",
+            "ARP replies sent by the in-kernel responder, whose requests never reach the packet readers (not in requests_received or replies_sent)",
+            metrics.kernel_arp_replies.clone(),
         );
         registry.register(
             "gratuitous_sent",
@@ -158,6 +165,14 @@ impl Metrics {
             self.ownership_changes
                 .get_or_create(&label("change", kind))
                 .inc();
+        }
+    }
+
+    /// The in-kernel responder's reply count, read from its map: the counter follows it.
+    pub fn kernel_arp_replies(&self, total: u64) {
+        let counted = self.kernel_arp_replies.get();
+        if total > counted {
+            self.kernel_arp_replies.inc_by(total - counted);
         }
     }
 

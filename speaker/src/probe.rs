@@ -7,8 +7,8 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -568,7 +568,10 @@ mod tests {
         let after = SystemTime::now();
         assert_eq!(&buffer[..len], b"who-has");
         let arrived = arrived.expect("a receive stamp");
-        assert!(before <= arrived && arrived <= after, "{before:?} {arrived:?} {after:?}");
+        assert!(
+            before <= arrived && arrived <= after,
+            "{before:?} {arrived:?} {after:?}"
+        );
     }
 
     #[test]

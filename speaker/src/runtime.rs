@@ -483,6 +483,10 @@ impl Speaker {
     /// the previous one until the swap.
     fn publish_snapshot(&mut self) {
         self.dataplane.publish(self.state.snapshot());
+        // Read here, at the loop's pace, rather than per scrape: one map read per wake-up.
+        if let Some(replies) = self.dataplane.kernel_arp_replies() {
+            self.health.metrics.kernel_arp_replies(replies);
+        }
     }
 
     fn conflict_seen(&mut self, seen: &ConflictSeen) {
@@ -566,9 +570,12 @@ pub async fn run(args: Args, timing: LeaseTiming) -> anyhow::Result<()> {
     let listener = http::bind(args.metrics_bind_address).await?;
     let server = tokio::spawn(http::serve(listener, health.clone()));
     let mut monitor = LinkMonitor::open().context("opening rtnetlink")?;
-    let (dataplane, mut conflicts) =
-        DataPlane::new(health.metrics.frame_counters(), args.reader_nice)
-            .context("opening the data plane")?;
+    let (dataplane, mut conflicts) = DataPlane::new(
+        health.metrics.frame_counters(),
+        args.reader_nice,
+        args.kernel_arp,
+    )
+    .context("opening the data plane")?;
 
     let (interfaces_tx, interfaces_rx) = watch::channel(String::from("[]"));
     let (statuses_tx, statuses_rx) = watch::channel(DesiredStatuses::new());

@@ -348,7 +348,7 @@ async fn the_data_plane_answers_fences_itself_and_survives_a_link_flap() {
         answering: announcer.answering(BTreeSet::new()),
     };
     let counters = FrameCounters::default();
-    let (mut dataplane, mut conflicts) = DataPlane::new(counters.clone(), -10).unwrap();
+    let (mut dataplane, mut conflicts) = DataPlane::new(counters.clone(), -10, false).unwrap();
     assert!(
         dataplane
             .listen_on(&[(speaker_name.clone(), speaker_index)].into())

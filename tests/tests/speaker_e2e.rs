@@ -59,6 +59,15 @@ async fn speakers_announce_and_hand_over_without_double_answers() -> anyhow::Res
         probe.sent().len(),
         probe.heard().iter().filter(|h| h.solicited).count(),
     );
+    // The owner answered those ARP requests in the kernel (the reader still saw the NDP, and
+    // sees the conflicting claim below).
+    let kernel_replies = cluster
+        .kernel_arp_replies(&owner, Duration::from_secs(3))
+        .await;
+    assert!(
+        kernel_replies > 0,
+        "the in-kernel responder answered on {owner}: {kernel_replies} replies"
+    );
     let note = format!("announcing {VIP4} from {owner} on lan0");
     assert_eq!(cluster.wait_event("web", &note).await?, "Normal");
     // A host on the LAN claims the VIP: a Warning event says so.

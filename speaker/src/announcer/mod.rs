@@ -343,6 +343,24 @@ impl Answering {
             .collect()
     }
 
+    /// Every IPv4 address answered, with each interface it is answered on and that
+    /// interface's MAC (interfaces without a MAC, being down, answer nothing).
+    pub fn ipv4_answers(&self) -> Vec<(Ipv4Addr, &InterfaceName, MacAddr)> {
+        self.ips
+            .iter()
+            .filter_map(|(ip, interfaces)| match ip {
+                IpAddr::V4(v4) => Some((*v4, interfaces)),
+                IpAddr::V6(_) => None,
+            })
+            .flat_map(|(ip, interfaces)| {
+                interfaces.iter().filter_map(move |interface| {
+                    let mac = self.links.get(interface)?;
+                    Some((ip, interface, *mac))
+                })
+            })
+            .collect()
+    }
+
     /// How many IPs it answers for.
     pub fn len(&self) -> usize {
         self.ips.len()

@@ -7,7 +7,9 @@
 //! interfaces) is the announcer's decision, not this module's.
 
 pub mod arp;
+pub mod arp_responder;
 pub mod checksum;
+pub mod ebpf;
 pub mod filter;
 pub mod mac;
 pub mod ndp;

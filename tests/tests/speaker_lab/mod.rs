@@ -217,6 +217,31 @@ impl Cluster {
         self.nodes.iter().find(|h| h.name == name).unwrap()
     }
 
+    /// `ferrolb_speaker_kernel_arp_replies_total` of `node`'s speaker, once it is above zero
+    /// or `within` has passed (the speaker refreshes it a few times per renew interval).
+    pub async fn kernel_arp_replies(&self, node: &str, within: Duration) -> u64 {
+        let deadline = Instant::now() + within;
+        loop {
+            let replies = self
+                .host(node)
+                .run("curl", &["-sf", "-m2", "http://127.0.0.1:7473/metrics"])
+                .ok()
+                .filter(|output| output.status.success())
+                .and_then(|output| {
+                    String::from_utf8_lossy(&output.stdout)
+                        .lines()
+                        .find(|l| l.starts_with("ferrolb_speaker_kernel_arp_replies_total "))
+                        .and_then(|l| l.split_whitespace().nth(1))
+                        .and_then(|n| n.parse::<u64>().ok())
+                })
+                .unwrap_or(0);
+            if replies > 0 || Instant::now() > deadline {
+                return replies;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     pub fn node_of_mac(&self, mac: &str) -> Option<String> {
         self.nodes
             .iter()
