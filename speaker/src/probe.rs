@@ -331,21 +331,33 @@ fn run(
                 sent.push(Instant::now());
             }
             let tag = usize::try_from(sent_rounds - 1).unwrap_or(0);
-            for (is_arp, frames) in &requests {
+            // Each round starts with the next target in turn: the first request of a round
+            // meets colder caches than the rest, and no target should always be the one.
+            let mut round_sent = Vec::with_capacity(requests.len());
+            for k in 0..requests.len() {
+                let target = (k + tag) % requests.len();
+                let Some((is_arp, frames)) = requests.get(target) else {
+                    continue;
+                };
                 let socket = if *is_arp { &arp } else { &ipv6 };
                 let Some(frame) = frames.get(tag % frames.len().max(1)) else {
                     continue;
                 };
-                if let Ok(mut sent) = shared.frames_sent.lock() {
-                    sent.push(SentFrame {
+                round_sent.push((
+                    target,
+                    SentFrame {
                         at: Instant::now(),
                         wall: SystemTime::now(),
-                    });
-                }
+                    },
+                ));
                 // A lost request is a lost sample, not the end of the probe.
                 if let Err(error) = socket.send(frame) {
                     eprintln!("probe: sending a request failed: {error}");
                 }
+            }
+            round_sent.sort_by_key(|(target, _)| *target);
+            if let Ok(mut sent) = shared.frames_sent.lock() {
+                sent.extend(round_sent.into_iter().map(|(_, frame)| frame));
             }
             next += config.interval;
             // Far behind (the machine stalled): start the schedule afresh rather than burst.
