@@ -53,6 +53,16 @@ pub fn wanted_entries(
     entries
 }
 
+/// Whether a kernel of this release (`uname -r`, `/proc/sys/kernel/osrelease`) has tcx, which
+/// the responder attaches with: Linux 6.6 or later.
+pub fn release_has_tcx(release: &str) -> bool {
+    let mut numbers = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0)) >= (6, 6)
+}
+
 /// The fence as the program compares it: CLOCK_MONOTONIC nanoseconds, given the same moment
 /// `now` as an [`Instant`] and in nanoseconds. 0 (answer nothing) without a fence.
 pub fn fence_nanos(fenced_from: Option<Instant>, now: Instant, now_nanos: u64) -> u64 {
@@ -250,6 +260,16 @@ mod tests {
         let keys: Vec<(u32, Ipv4Addr)> = entries.keys().map(|k| (k.ifindex, k.ip)).collect();
         assert_eq!(keys, vec![(0, a), (0, b), (0, c), (4, a)]);
         assert_eq!(entries[&AnswerKey { ifindex: 4, ip: a }].mac, mac);
+    }
+
+    #[test]
+    fn tcx_comes_with_linux_6_6() {
+        assert!(release_has_tcx("6.18.44-fc-v782\n"));
+        assert!(release_has_tcx("6.6.0"));
+        assert!(release_has_tcx("7.0.1"));
+        assert!(!release_has_tcx("6.5.13-generic"));
+        assert!(!release_has_tcx("5.15.0-105-generic"));
+        assert!(!release_has_tcx(""));
     }
 
     #[test]

@@ -1,14 +1,16 @@
 //! The FerroLB speaker: elects one node per external IP and answers ARP/NDP for it there.
 //!
 //! Pure cores (no I/O, fully unit- and property-tested):
-//! - [`packet`]: ARP and NDP frames, parsed and validated (RFC 826, 4861, 5227) and built.
+//! - [`packet`]: ARP and NDP frames, parsed and validated (RFC 826, 4861, 5227) and built;
+//!   the socket filters and the in-kernel ARP responder program, assembled.
 //! - [`election`]: liveness from Lease changes, candidates, rendezvous owners, self-fencing.
 //! - [`announcer`]: what the owner sends (gratuitous bursts and repeats) and answers.
 //! - [`speaker_state`]: the above tied together for one node, fence checked on every frame.
 //! - [`cluster`], [`interfaces`]: Kubernetes objects and rtnetlink links as election inputs.
 //!
 //! I/O glue: [`packet_socket`] (AF_PACKET with a BPF filter, read through Tokio),
-//! [`dataplane`] (the sockets of the announcing interfaces), [`netlink`] (links and addresses
+//! [`dataplane`] (the sockets of the announcing interfaces), [`kernel_arp`] and [`bpf`] (the
+//! in-kernel ARP responder kept in step with what the node owns), [`netlink`] (links and addresses
 //! through rtnetlink), [`metrics`], [`cli`], [`http`] (/metrics, /healthz, /readyz).
 //!
 //! The process: [`runtime`] (watches and the main loop), [`renewer`] (this node's Lease),

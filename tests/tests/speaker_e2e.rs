@@ -61,13 +61,17 @@ async fn speakers_announce_and_hand_over_without_double_answers() -> anyhow::Res
     );
     // The owner answered those ARP requests in the kernel (the reader still saw the NDP, and
     // sees the conflicting claim below).
-    let kernel_replies = cluster
-        .kernel_arp_replies(&owner, Duration::from_secs(3))
-        .await;
-    assert!(
-        kernel_replies > 0,
-        "the in-kernel responder answered on {owner}: {kernel_replies} replies"
-    );
+    if speaker_lab::kernel_has_tcx() {
+        let kernel_replies = cluster
+            .kernel_arp_replies(&owner, Duration::from_secs(3))
+            .await;
+        assert!(
+            kernel_replies > 0,
+            "the in-kernel responder answered on {owner}: {kernel_replies} replies"
+        );
+    } else {
+        eprintln!("no tcx on this kernel (before 6.6): the packet readers answered ARP");
+    }
     let note = format!("announcing {VIP4} from {owner} on lan0");
     assert_eq!(cluster.wait_event("web", &note).await?, "Normal");
     // A host on the LAN claims the VIP: a Warning event says so.

@@ -507,3 +507,9 @@ impl Cluster {
         Ok(())
     }
 }
+
+/// Whether this kernel has tcx (Linux 6.6 or later), which the in-kernel ARP responder needs.
+pub fn kernel_has_tcx() -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    ferrolb_speaker::kernel_arp::release_has_tcx(&release)
+}
