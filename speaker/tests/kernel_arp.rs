@@ -15,9 +15,11 @@
 // A test: failing loudly on the first surprise is the point.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::{VethPair, ip};
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ferrolb_crds::InterfaceName;
@@ -52,20 +54,6 @@ fn kernel_has_tcx() -> bool {
         );
     }
     has
-}
-
-fn ip(args: &[&str]) {
-    let status = Command::new("ip").args(args).status().unwrap();
-    assert!(status.success(), "ip {args:?}");
-}
-
-/// Deletes the veth pair however the test ends.
-struct VethPair(String);
-
-impl Drop for VethPair {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["link", "del", &self.0]).status();
-    }
 }
 
 /// An ARP request with every field chosen by the caller, padded to the minimum frame length.
@@ -303,17 +291,7 @@ async fn the_data_plane_answers_in_the_kernel_on_the_wire() {
     }
     let suffix = std::process::id() % 100_000;
     let (speaker_link, client_link) = (format!("flbk{suffix}"), format!("flbl{suffix}"));
-    ip(&[
-        "link",
-        "add",
-        &speaker_link,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        &client_link,
-    ]);
-    let _cleanup = VethPair(speaker_link.clone());
+    let _cleanup = VethPair::create(&speaker_link, &client_link);
     for (link, mac) in [(&speaker_link, SPEAKER_MAC), (&client_link, CLIENT_MAC)] {
         ip(&["link", "set", link, "address", &mac.to_string(), "up"]);
     }

@@ -13,7 +13,9 @@
 // A test: failing loudly on the first surprise is the point.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::Command;
+mod common;
+
+use common::{VethPair, ip};
 use std::time::Duration;
 
 use ferrolb_speaker::interfaces::{LinkState, publishable};
@@ -21,19 +23,6 @@ use ferrolb_speaker::netlink::LinkMonitor;
 use ferrolb_speaker::packet::MacAddr;
 
 const MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0x02, 0x01]);
-
-fn ip(args: &[&str]) {
-    let status = Command::new("ip").args(args).status().unwrap();
-    assert!(status.success(), "ip {args:?}");
-}
-
-struct VethPair(String);
-
-impl Drop for VethPair {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["link", "del", &self.0]).status();
-    }
-}
 
 async fn find(monitor: &LinkMonitor, name: &str) -> LinkState {
     monitor
@@ -70,8 +59,7 @@ async fn links_addresses_and_carrier_are_followed() {
     let mut monitor = LinkMonitor::open().unwrap();
     let suffix = std::process::id() % 100_000;
     let (ours, peer) = (format!("flbm{suffix}"), format!("flbp{suffix}"));
-    ip(&["link", "add", &ours, "type", "veth", "peer", "name", &peer]);
-    let _cleanup = VethPair(ours.clone());
+    let _cleanup = VethPair::create(&ours, &peer);
     ip(&["link", "set", &ours, "address", &MAC.to_string()]);
     ip(&["addr", "add", "198.51.100.5/24", "dev", &ours]);
     ip(&["addr", "add", "2001:db8::5/64", "dev", &ours, "nodad"]);

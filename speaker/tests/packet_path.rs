@@ -13,9 +13,11 @@
 // A test: failing loudly on the first surprise is the point.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::{VethPair, ip};
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ferrolb_crds::InterfaceName;
@@ -34,20 +36,6 @@ const ANNOUNCED_V4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
 const CLIENT_V4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 20);
 const ANNOUNCED_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x10);
 const CLIENT_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x20);
-
-fn ip(args: &[&str]) {
-    let status = Command::new("ip").args(args).status().unwrap();
-    assert!(status.success(), "ip {args:?}");
-}
-
-/// Deletes the veth pair however the test ends.
-struct VethPair(String);
-
-impl Drop for VethPair {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["link", "del", &self.0]).status();
-    }
-}
 
 fn arp_request(target: Ipv4Addr) -> Vec<u8> {
     let mut frame = Vec::new();
@@ -104,17 +92,7 @@ async fn receive_matching(socket: &PacketSocket, wanted: impl Fn(&Inbound) -> bo
 async fn arp_and_ndp_are_answered_over_a_veth_pair() {
     let suffix = std::process::id() % 100_000;
     let (speaker_link, client_link) = (format!("flbs{suffix}"), format!("flbc{suffix}"));
-    ip(&[
-        "link",
-        "add",
-        &speaker_link,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        &client_link,
-    ]);
-    let _cleanup = VethPair(speaker_link.clone());
+    let _cleanup = VethPair::create(&speaker_link, &client_link);
     ip(&[
         "link",
         "set",
@@ -295,17 +273,7 @@ async fn the_data_plane_answers_fences_itself_and_survives_a_link_flap() {
 
     let suffix = std::process::id() % 100_000;
     let (speaker_link, client_link) = (format!("flbd{suffix}"), format!("flbe{suffix}"));
-    ip(&[
-        "link",
-        "add",
-        &speaker_link,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        &client_link,
-    ]);
-    let _cleanup = VethPair(speaker_link.clone());
+    let _cleanup = VethPair::create(&speaker_link, &client_link);
     ip(&[
         "link",
         "set",

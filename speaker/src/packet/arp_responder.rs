@@ -14,8 +14,8 @@ use std::net::Ipv4Addr;
 
 use super::MacAddr;
 use super::ebpf::{
-    Assembler, AssemblyError, Condition, FRAME, Instruction, Operand, R0, R1, R2, R3, R4, R5, R6,
-    R7, R8, R9, Size, Width,
+    Assembler, AssemblyError, Condition, FRAME, Instruction, Label, Operand, R0, R1, R2, R3, R4,
+    R5, R6, R7, R8, R9, Size, Width,
 };
 
 /// tcx verdict: let the next program, then the stack, have the frame.
@@ -104,8 +104,6 @@ pub fn program(maps: ResponderMaps) -> Result<Vec<Instruction>, AssemblyError> {
     let pass = asm.label();
     let addressed_to_us = asm.label();
     let ethernet_destination_ok = asm.label();
-    let ethernet_source_ok = asm.label();
-    let sender_ok = asm.label();
     let send = asm.label();
 
     asm.mov(R6, R1);
@@ -147,25 +145,10 @@ pub fn program(maps: ResponderMaps) -> Result<Vec<Instruction>, AssemblyError> {
     // Answered on this interface?
     asm.store(Size::Word, FRAME, -8, R7);
     asm.store(Size::Word, FRAME, -4, R0);
-    lookup(&mut asm, maps.answers);
-    asm.jump_if(
-        Width::Bits64,
-        R0,
-        Condition::Equal,
-        Operand::Immediate(0),
-        pass,
-    );
+    lookup_or(&mut asm, maps.answers, pass);
     asm.mov(R9, R0);
     // Past the fence (or never set: 0), the speaker's own reader decides, and says nothing.
-    asm.store_immediate(Size::Word, FRAME, -8, 0);
-    lookup(&mut asm, maps.fence);
-    asm.jump_if(
-        Width::Bits64,
-        R0,
-        Condition::Equal,
-        Operand::Immediate(0),
-        pass,
-    );
+    lookup_slot_zero_or(&mut asm, maps.fence, pass);
     asm.load(Size::Double, R7, R0, 0);
     asm.call(HELPER_KTIME_GET_NS);
     asm.jump_if(
@@ -228,23 +211,7 @@ pub fn program(maps: ResponderMaps) -> Result<Vec<Instruction>, AssemblyError> {
     asm.place(ethernet_destination_ok);
 
     // Not our own frame looped back.
-    asm.load(Size::Word, R0, R2, ETH_SOURCE);
-    asm.load(Size::Half, R1, R2, ETH_SOURCE + 4);
-    asm.jump_if(
-        Width::Bits32,
-        R0,
-        Condition::NotEqual,
-        Operand::Register(R4),
-        ethernet_source_ok,
-    );
-    asm.jump_if(
-        Width::Bits32,
-        R1,
-        Condition::Equal,
-        Operand::Register(R5),
-        pass,
-    );
-    asm.place(ethernet_source_ok);
+    load_mac_and_pass_if_ours(&mut asm, ETH_SOURCE, pass);
 
     // The sender's hardware address: unicast and not ours.
     asm.load(Size::Byte, R0, R2, ARP_SENDER_MAC);
@@ -256,23 +223,7 @@ pub fn program(maps: ResponderMaps) -> Result<Vec<Instruction>, AssemblyError> {
         Operand::Immediate(0),
         pass,
     );
-    asm.load(Size::Word, R0, R2, ARP_SENDER_MAC);
-    asm.load(Size::Half, R1, R2, ARP_SENDER_MAC + 4);
-    asm.jump_if(
-        Width::Bits32,
-        R0,
-        Condition::NotEqual,
-        Operand::Register(R4),
-        sender_ok,
-    );
-    asm.jump_if(
-        Width::Bits32,
-        R1,
-        Condition::Equal,
-        Operand::Register(R5),
-        pass,
-    );
-    asm.place(sender_ok);
+    load_mac_and_pass_if_ours(&mut asm, ARP_SENDER_MAC, pass);
 
     // The reply, in place: r0/r1 the requester's MAC, r8 its IP, r3 the asked-for IP.
     asm.load(Size::Word, R3, R2, ARP_TARGET_IP);
@@ -289,15 +240,7 @@ pub fn program(maps: ResponderMaps) -> Result<Vec<Instruction>, AssemblyError> {
     asm.store_immediate(Size::Half, R2, ARP_OPERATION, OPERATION_REPLY_STORED);
 
     // Count it (this CPU's slot: no atomics needed).
-    asm.store_immediate(Size::Word, FRAME, -8, 0);
-    lookup(&mut asm, maps.replies);
-    asm.jump_if(
-        Width::Bits64,
-        R0,
-        Condition::Equal,
-        Operand::Immediate(0),
-        send,
-    );
+    lookup_slot_zero_or(&mut asm, maps.replies, send);
     asm.load(Size::Double, R1, R0, 0);
     asm.add_immediate(R1, 1);
     asm.store(Size::Double, R0, 0, R1);
@@ -315,7 +258,7 @@ pub fn program(maps: ResponderMaps) -> Result<Vec<Instruction>, AssemblyError> {
 }
 
 /// r2 = start of the frame, r3 = its end; to `pass` when shorter than an ARP frame.
-fn load_frame(asm: &mut Assembler, pass: super::ebpf::Label) {
+fn load_frame(asm: &mut Assembler, pass: Label) {
     asm.load(Size::Word, R2, R6, SKB_DATA);
     asm.load(Size::Word, R3, R6, SKB_DATA_END);
     asm.mov(R4, R2);
@@ -327,6 +270,47 @@ fn load_frame(asm: &mut Assembler, pass: super::ebpf::Label) {
         Operand::Register(R3),
         pass,
     );
+}
+
+/// r0/r1 = the MAC at `offset` in the frame (first four bytes, last two); to `pass` when it is
+/// ours (r4/r5).
+fn load_mac_and_pass_if_ours(asm: &mut Assembler, offset: i16, pass: Label) {
+    let not_ours = asm.label();
+    asm.load(Size::Word, R0, R2, offset);
+    asm.load(Size::Half, R1, R2, offset + 4);
+    asm.jump_if(
+        Width::Bits32,
+        R0,
+        Condition::NotEqual,
+        Operand::Register(R4),
+        not_ours,
+    );
+    asm.jump_if(
+        Width::Bits32,
+        R1,
+        Condition::Equal,
+        Operand::Register(R5),
+        pass,
+    );
+    asm.place(not_ours);
+}
+
+/// r0 = the value in map `fd` for the key at frame pointer - 8; to `if_null` when absent.
+fn lookup_or(asm: &mut Assembler, fd: i32, if_null: Label) {
+    lookup(asm, fd);
+    asm.jump_if(
+        Width::Bits64,
+        R0,
+        Condition::Equal,
+        Operand::Immediate(0),
+        if_null,
+    );
+}
+
+/// r0 = slot 0 of the array map `fd`; to `if_null` when absent.
+fn lookup_slot_zero_or(asm: &mut Assembler, fd: i32, if_null: Label) {
+    asm.store_immediate(Size::Word, FRAME, -8, 0);
+    lookup_or(asm, fd, if_null);
 }
 
 /// r0 = the value in map `fd` for the key at frame pointer - 8, or null.
