@@ -298,8 +298,14 @@ impl DataPlane {
         &mut self,
         wanted: &BTreeMap<InterfaceName, u32>,
     ) -> Vec<(InterfaceName, io::Error)> {
+        let before = self.interfaces.len();
         self.interfaces
             .retain(|name, sockets| wanted.get(name) == Some(&sockets.index));
+        if self.interfaces.len() != before {
+            // Closed interfaces' answers go before any new attachment, which might reuse an
+            // interface index they were keyed by.
+            self.publish_to_kernel(&self.published.current());
+        }
         let mut failures = Vec::new();
         for (name, &index) in wanted {
             if self.interfaces.contains_key(name) {
