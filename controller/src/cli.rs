@@ -27,7 +27,8 @@ pub struct Args {
     #[arg(long, default_value = "ferrolb-controller")]
     pub lease_name: String,
     /// Address serving /metrics, /healthz and /readyz.
-    #[arg(long, default_value = "0.0.0.0:7472")]
+    /// `[::]` is both families (IPv4 only where the node has no IPv6).
+    #[arg(long, default_value = "[::]:7472")]
     pub metrics_bind_address: SocketAddr,
     /// Log format.
     #[arg(long, value_enum, default_value = "text", env = "FERROLB_LOG_FORMAT")]

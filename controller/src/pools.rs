@@ -51,7 +51,26 @@ fn selector_problem(pool: &IPAddressPool) -> Option<String> {
         .or_else(|| check("serviceSelectors", &allocation.service_selectors))
 }
 
+/// The entries of a pool that are in error, each named by its index with the fix; and the set
+/// the other entries make up.
+fn parse_addresses(pool: &IPAddressPool) -> (AddressSet, Vec<String>) {
+    let mut problems = Vec::new();
+    let mut valid = Vec::new();
+    for (index, entry) in pool.spec.addresses.iter().enumerate() {
+        match entry.parse() {
+            Ok(_) => valid.push(entry.0.as_str()),
+            Err(error) => problems.push(format!("spec.addresses[{index}]: {error}")),
+        }
+    }
+    // Every entry left parses on its own, so the set does too.
+    let set = AddressSet::parse(valid).unwrap_or_default();
+    (set, problems)
+}
+
 /// Judges every pool. The result is in creation order.
+///
+/// An entry in error contributes no address, but it does not take the pool's other entries down
+/// with it: the Services holding their addresses keep them while the user fixes the entry.
 pub fn assess(pools: &[IPAddressPool]) -> Vec<PoolAssessment> {
     let mut ordered: Vec<&IPAddressPool> = pools.iter().collect();
     // `None` timestamps (objects not yet persisted) sort first; they never occur from a real list.
@@ -61,28 +80,7 @@ pub fn assess(pools: &[IPAddressPool]) -> Vec<PoolAssessment> {
     for pool in ordered {
         let name = pool.metadata.name.clone().unwrap_or_default();
         let generation = pool.metadata.generation;
-        let declared = match pool.spec.address_set() {
-            Ok(set) => set,
-            Err(errors) => {
-                let message = errors
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                out.push(PoolAssessment {
-                    name,
-                    generation,
-                    declared: None,
-                    config: None,
-                    readiness: Readiness {
-                        ready: false,
-                        reason: condition::REASON_INVALID_ADDRESSES,
-                        message,
-                    },
-                });
-                continue;
-            }
-        };
+        let (declared, problems) = parse_addresses(pool);
         let mut effective = declared.clone();
         let mut overlap: Option<String> = None;
         for (other_name, other_set) in &claimed {
@@ -96,7 +94,23 @@ pub fn assess(pools: &[IPAddressPool]) -> Vec<PoolAssessment> {
             }
         }
         claimed.push((name.clone(), declared.clone()));
-        let readiness = if let Some(message) = overlap {
+        let readiness = if !problems.is_empty() {
+            let consequence = if problems.len() == pool.spec.addresses.len() {
+                "no address of this pool is assigned until they are fixed"
+            } else {
+                "the addresses of these entries are not assigned; the other entries are in use"
+            };
+            let mut message = format!("{}. {consequence}", problems.join(". "));
+            if let Some(overlap) = &overlap {
+                message.push_str(". Also: ");
+                message.push_str(overlap);
+            }
+            Readiness {
+                ready: false,
+                reason: condition::REASON_INVALID_ADDRESSES,
+                message,
+            }
+        } else if let Some(message) = overlap {
             Readiness {
                 ready: false,
                 reason: condition::REASON_OVERLAP,
@@ -260,10 +274,40 @@ mod tests {
         assert_eq!(assessed[0].readiness.reason, "InvalidAddresses");
         assert_eq!(
             assessed[0].readiness.message,
-            "198.51.100.7/24 has host bits set; write 198.51.100.0/24; lan is neither a CIDR (198.51.100.0/24, 2001:db8:1::/64) nor a range (198.51.100.10-198.51.100.20)"
+            "spec.addresses[0]: 198.51.100.7/24 has host bits set; write the network address of the prefix: 198.51.100.0/24. \
+             spec.addresses[1]: lan is neither a CIDR (198.51.100.0/24, 2001:db8:1::/64) nor a range (198.51.100.10-198.51.100.20). \
+             no address of this pool is assigned until they are fixed"
         );
-        assert!(assessed[0].config.is_none());
+        let config = assessed[0].config.as_ref().unwrap();
+        assert!(config.addresses.is_empty());
         assert_eq!(assessed[1].readiness.reason, "InvalidSelector");
+    }
+
+    #[test]
+    fn an_entry_in_error_takes_only_its_own_addresses_out() {
+        let pools = [pool(
+            "mixed",
+            10,
+            &[
+                "198.51.100.0/28",
+                "198.51.100.40-198.51.100.32",
+                "2001:db8:1::/120",
+            ],
+        )];
+        let assessed = assess(&pools);
+        let readiness = &assessed[0].readiness;
+        assert!(!readiness.ready);
+        assert_eq!(readiness.reason, "InvalidAddresses");
+        assert_eq!(
+            readiness.message,
+            "spec.addresses[1]: range start 198.51.100.40 is after its end 198.51.100.32; write 198.51.100.32-198.51.100.40. \
+             the addresses of these entries are not assigned; the other entries are in use"
+        );
+        let usable = &assessed[0].config.as_ref().unwrap().addresses;
+        assert_eq!(
+            usable.to_string(),
+            "198.51.100.0-198.51.100.15, 2001:db8:1::-2001:db8:1::ff"
+        );
     }
 
     #[test]

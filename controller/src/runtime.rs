@@ -131,10 +131,13 @@ enum Write {
     Status(Vec<IpAddr>),
     Annotation(Option<String>),
     Event {
-        service: ServiceKey,
+        /// What the event is about, for the log line if publishing fails.
+        subject: String,
         reference: ObjectReference,
         warning: bool,
-        reason: &'static str,
+        reason: String,
+        /// The events.k8s.io `action`: what FerroLB was doing.
+        action: &'static str,
         message: String,
     },
     PoolStatus(IPAddressPoolStatus),
@@ -479,11 +482,39 @@ impl Controller {
                         continue;
                     };
                     let reference = object.object_ref(&());
+                    let action = match event_reason {
+                        reason::CLEAR_ASSIGNMENT => "Release",
+                        _ => "Allocate",
+                    };
                     self.queue.push_event(Write::Event {
-                        service,
+                        subject: format!("service {service}"),
                         reference,
                         warning,
+                        reason: event_reason.to_owned(),
+                        action,
+                        message,
+                    });
+                }
+                Action::PoolEvent {
+                    pool,
+                    warning,
+                    reason: event_reason,
+                    message,
+                } => {
+                    if warning {
+                        tracing::warn!(pool, reason = event_reason, "{message}");
+                    } else {
+                        tracing::info!(pool, reason = event_reason, "{message}");
+                    }
+                    let Some(object) = self.state.pool(&pool) else {
+                        continue;
+                    };
+                    self.queue.push_event(Write::Event {
+                        subject: format!("pool {pool}"),
+                        reference: object.object_ref(&()),
+                        warning,
                         reason: event_reason,
+                        action: "Validate",
                         message,
                     });
                 }
@@ -559,10 +590,11 @@ impl Writer {
             (
                 Slot::Event(_),
                 Write::Event {
-                    service,
+                    subject,
                     reference,
                     warning,
                     reason: event_reason,
+                    action,
                     message,
                 },
             ) => {
@@ -572,13 +604,9 @@ impl Writer {
                     } else {
                         EventType::Normal
                     },
-                    reason: event_reason.to_owned(),
+                    reason: event_reason,
                     note: Some(message),
-                    action: match event_reason {
-                        reason::CLEAR_ASSIGNMENT => "Release",
-                        _ => "Allocate",
-                    }
-                    .to_owned(),
+                    action: action.to_owned(),
                     secondary: None,
                 };
                 // A Recorder folds events with the same reason into a series that keeps the
@@ -586,7 +614,7 @@ impl Writer {
                 // repeats).
                 let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
                 if let Err(error) = recorder.publish(&event, &reference).await {
-                    tracing::warn!(service = %service, %error, "publishing an event failed");
+                    tracing::warn!(%subject, %error, "publishing an event failed");
                     self.metrics().api_error("events", "create");
                 }
                 WriteOutcome::Nothing

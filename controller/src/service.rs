@@ -80,6 +80,9 @@ fn family_policy(service: &Service, requested: &[IpAddr]) -> Result<FamilyPolicy
         .unwrap_or(IpFamily::IPv4);
     match spec.and_then(|s| s.ip_family_policy.as_deref()) {
         None | Some("SingleStack") => Ok(FamilyPolicy::SingleStack(primary)),
+        // On a single-stack cluster the API server gives a PreferDualStack Service one family:
+        // an address of the other would be one kube-proxy never programs.
+        Some("PreferDualStack") if families.len() == 1 => Ok(FamilyPolicy::SingleStack(primary)),
         Some("PreferDualStack") => Ok(FamilyPolicy::PreferDualStack { primary }),
         Some("RequireDualStack") => Ok(FamilyPolicy::RequireDualStack { primary }),
         Some(other) => Err(RequestError::UnknownFamilyPolicy(other.to_owned())),
@@ -413,6 +416,41 @@ mod tests {
         for (s, message) in cases {
             assert_eq!(request(&s).unwrap_err().to_string(), message);
         }
+    }
+
+    #[test]
+    fn only_the_families_in_ip_families_are_allocated() {
+        for (spec, expected) in [
+            (
+                families("PreferDualStack", &["IPv4"]),
+                FamilyPolicy::SingleStack(IpFamily::IPv4),
+            ),
+            (
+                families("PreferDualStack", &["IPv6"]),
+                FamilyPolicy::SingleStack(IpFamily::IPv6),
+            ),
+            (
+                families("PreferDualStack", &["IPv6", "IPv4"]),
+                FamilyPolicy::PreferDualStack {
+                    primary: IpFamily::IPv6,
+                },
+            ),
+            (
+                families("SingleStack", &["IPv6"]),
+                FamilyPolicy::SingleStack(IpFamily::IPv6),
+            ),
+        ] {
+            let s = service(&[], spec.clone());
+            assert_eq!(request(&s).unwrap().families, expected, "{spec:?}");
+        }
+        let single_v4 = service(
+            &[("ferrolb.io/loadBalancerIPs", "2001:db8::7")],
+            families("PreferDualStack", &["IPv4"]),
+        );
+        assert_eq!(
+            request(&single_v4).unwrap_err().to_string(),
+            "ferrolb.io/loadBalancerIPs: 2001:db8::7 is IPv6, but the Service's ipFamilies are IPv4"
+        );
     }
 
     #[test]

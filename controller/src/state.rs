@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
+use ferrolb_crds::ip_address_pool::condition;
 use ferrolb_crds::{IPAddressPool, IPAddressPoolStatus, IpFamily};
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::jiff::Timestamp;
@@ -23,6 +24,8 @@ pub mod reason {
     pub const ALLOCATION_FAILED: &str = "AllocationFailed";
     pub const CLEAR_ASSIGNMENT: &str = "ClearAssignment";
     pub const POOL_CHANGED: &str = "PoolChanged";
+    /// A pool became usable again after being reported not Ready.
+    pub const POOL_READY: &str = "PoolReady";
 }
 
 /// A write the controller wants done.
@@ -48,8 +51,55 @@ pub enum Action {
         pool: String,
         status: IPAddressPoolStatus,
     },
+    /// An event on the pool: a Warning with the Ready condition's reason when the pool stops being
+    /// Ready or its problem changes, a Normal one when it is Ready again.
+    PoolEvent {
+        pool: String,
+        warning: bool,
+        reason: String,
+        message: String,
+    },
     /// Count a failed allocation in the metrics.
     AllocationFailure { metric_reason: &'static str },
+}
+
+/// The event a pool's new Ready condition calls for: a Warning when the pool is not Ready and
+/// says something it has not said before, a Normal event when it is Ready after not being so.
+fn pool_event(
+    assessment: &PoolAssessment,
+    current: Option<&IPAddressPoolStatus>,
+    last_event: Option<&(String, String)>,
+) -> Option<Action> {
+    let readiness = &assessment.readiness;
+    let current_ready = current
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == condition::READY))
+        .map(|c| (c.status == "True", c.reason.as_str(), c.message.as_str()));
+    let said = |reason: &str, message: &str| {
+        last_event.is_some_and(|(r, m)| r == reason && m == message)
+            || current_ready.is_some_and(|(_, r, m)| r == reason && m == message)
+    };
+    if !readiness.ready {
+        if said(readiness.reason, &readiness.message) {
+            return None;
+        }
+        return Some(Action::PoolEvent {
+            pool: assessment.name.clone(),
+            warning: true,
+            reason: readiness.reason.to_owned(),
+            message: readiness.message.clone(),
+        });
+    }
+    let was_not_ready = matches!(current_ready, Some((false, _, _)))
+        || last_event.is_some_and(|(r, _)| r != reason::POOL_READY);
+    if !was_not_ready || said(reason::POOL_READY, &readiness.message) {
+        return None;
+    }
+    Some(Action::PoolEvent {
+        pool: assessment.name.clone(),
+        warning: false,
+        reason: reason::POOL_READY.to_owned(),
+        message: readiness.message.clone(),
+    })
 }
 
 /// Caches, allocator and pending work.
@@ -69,6 +119,9 @@ pub struct State {
     rebuild_needed: bool,
     /// An address was freed or a holder's sharing changed: waiting Services may now fit.
     retry_pending: bool,
+    /// The Ready condition (reason, message) each pool's last event reported, so that a status
+    /// write that failed and is retried does not repeat the event.
+    pool_events: HashMap<String, (String, String)>,
 }
 
 fn created(service: &Service) -> Option<i64> {
@@ -513,7 +566,7 @@ impl State {
         }
     }
 
-    fn pool_status_actions(&self, now: Timestamp, actions: &mut Vec<Action>) {
+    fn pool_status_actions(&mut self, now: Timestamp, actions: &mut Vec<Action>) {
         for assessment in &self.assessments {
             let current = self
                 .pools
@@ -521,12 +574,29 @@ impl State {
                 .and_then(|p| p.status.as_ref());
             let desired = pools::desired_status(assessment, &self.allocator, current, now);
             if current != Some(&desired) {
+                if let Some(event) =
+                    pool_event(assessment, current, self.pool_events.get(&assessment.name))
+                {
+                    if let Action::PoolEvent {
+                        pool,
+                        reason,
+                        message,
+                        ..
+                    } = &event
+                    {
+                        self.pool_events
+                            .insert(pool.clone(), (reason.clone(), message.clone()));
+                    }
+                    actions.push(event);
+                }
                 actions.push(Action::PoolStatus {
                     pool: assessment.name.clone(),
                     status: desired,
                 });
             }
         }
+        let pools = &self.pools;
+        self.pool_events.retain(|name, _| pools.contains_key(name));
     }
 
     /// Total usable and in-use addresses per pool and family, for the metrics.

@@ -207,12 +207,35 @@ pub enum AddressError {
     Unparsable(String),
     #[error("{0} is an IPv4-mapped IPv6 address; write the IPv4 address instead")]
     Ipv4Mapped(String),
-    #[error("{given} has host bits set; write {network}")]
+    #[error("{given} has host bits set; write the network address of the prefix: {network}")]
     HostBitsSet { given: String, network: IpNet },
-    #[error("range start {start} and end {end} are of different families")]
+    #[error(
+        "range start {start} and end {end} are of different families; write one range per family"
+    )]
     MixedFamilies { start: String, end: String },
-    #[error("range start {start} is after its end {end}")]
+    #[error("range start {start} is after its end {end}; write {end}-{start}")]
     RangeReversed { start: String, end: String },
+}
+
+impl AddressError {
+    /// Whether the CRD schema refuses this at `kubectl apply`. The API server's CEL cost budget
+    /// does not afford comparing two addresses, so a reversed range reaches the controller, which
+    /// reports it on the pool instead.
+    pub fn refused_at_apply(&self) -> bool {
+        !matches!(self, AddressError::RangeReversed { .. })
+    }
+
+    /// What the schema's own message says for this error: the controller's message, up to the
+    /// details CEL cannot compute within its budget (the network address of a prefix).
+    pub fn schema_message(&self) -> Option<String> {
+        match self {
+            AddressError::HostBitsSet { given, .. } => Some(format!(
+                "{given} has host bits set; write the network address of the prefix"
+            )),
+            AddressError::RangeReversed { .. } => None,
+            other => Some(other.to_string()),
+        }
+    }
 }
 
 /// Parses one IP address the way the Kubernetes CEL `ip()` function does: no zones, no leading
@@ -455,10 +478,10 @@ mod tests {
     #[test]
     fn rejects_what_the_schema_rejects_with_the_same_reasons() {
         assert_eq!(
-            parse_entry("203.0.113.9-203.0.113.1")
+            parse_entry("198.51.100.9-198.51.100.1")
                 .unwrap_err()
                 .to_string(),
-            "range start 203.0.113.9 is after its end 203.0.113.1"
+            "range start 198.51.100.9 is after its end 198.51.100.1; write 198.51.100.1-198.51.100.9"
         );
         assert!(matches!(
             parse_entry("198.51.100.1-2001:db8:1::1"),
@@ -474,7 +497,7 @@ mod tests {
         ));
         assert_eq!(
             parse_entry("198.51.100.7/24").unwrap_err().to_string(),
-            "198.51.100.7/24 has host bits set; write 198.51.100.0/24"
+            "198.51.100.7/24 has host bits set; write the network address of the prefix: 198.51.100.0/24"
         );
         for bad in [
             "",

@@ -64,15 +64,52 @@ async fn readyz<M: Exposition>(State(health): State<Arc<Health<M>>>) -> impl Int
 
 /// Binds before anything else starts, so a taken port stops the component at startup with an
 /// error that names the address.
+///
+/// `[::]` (the components' default, so kubelet and Prometheus reach them on IPv4-only,
+/// IPv6-only and dual-stack nodes alike) is bound dual-stack whatever `net.ipv6.bindv6only` says; on a node whose kernel has
+/// IPv6 disabled it falls back to `0.0.0.0` with a warning.
 pub async fn bind(address: SocketAddr) -> io::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(address)
-        .await
-        .map_err(|error| {
-            io::Error::new(
-                error.kind(),
-                format!("cannot serve metrics and health on {address}: {error}"),
-            )
-        })
+    let named = |error: io::Error, address: SocketAddr| {
+        io::Error::new(
+            error.kind(),
+            format!("cannot serve metrics and health on {address}: {error}"),
+        )
+    };
+    if address.ip() != std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED) {
+        return tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|e| named(e, address));
+    }
+    match bind_dual_stack(address) {
+        Ok(listener) => Ok(listener),
+        Err(error) if ipv6_unavailable(&error) => {
+            let fallback = SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, address.port()));
+            tracing::warn!(%error, %fallback, "IPv6 is not available on this node; serving on IPv4 only");
+            tokio::net::TcpListener::bind(fallback)
+                .await
+                .map_err(|e| named(e, fallback))
+        }
+        Err(error) => Err(named(error, address)),
+    }
+}
+
+fn bind_dual_stack(address: SocketAddr) -> io::Result<tokio::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::IPV6, Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_only_v6(false)?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(1024)?;
+    tokio::net::TcpListener::from_std(socket.into())
+}
+
+/// The errors a kernel without IPv6 (`ipv6.disable=1`) or with it turned off gives.
+fn ipv6_unavailable(error: &io::Error) -> bool {
+    const EAFNOSUPPORT: i32 = 97;
+    const EADDRNOTAVAIL: i32 = 99;
+    matches!(error.raw_os_error(), Some(EAFNOSUPPORT | EADDRNOTAVAIL))
+        || error.kind() == io::ErrorKind::AddrNotAvailable
 }
 
 /// Serves until the process ends.
@@ -136,6 +173,21 @@ mod tests {
         assert_eq!(code, 200);
         assert!(body.contains("example_total 7"), "{body}");
         assert_eq!(get_for_test(address, "/nothing").await.0, 404);
+    }
+
+    #[tokio::test]
+    async fn the_default_address_answers_on_both_families() {
+        let listener = bind("[::]:0".parse().unwrap()).await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(serve(listener, Arc::new(Health::new(Fixed))));
+        let v4 = SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, address.port()));
+        assert_eq!(get_for_test(v4, "/healthz").await, (200, "ok".into()));
+        if address.is_ipv6() {
+            let v6 = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, address.port()));
+            assert_eq!(get_for_test(v6, "/healthz").await, (200, "ok".into()));
+        } else {
+            println!("SKIPPED the IPv6 half: this machine has no IPv6 ({address})");
+        }
     }
 
     #[tokio::test]

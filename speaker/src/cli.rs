@@ -33,7 +33,8 @@ pub struct Args {
     #[arg(long, value_parser = parse_duration)]
     pub lease_renew_deadline: Option<Duration>,
     /// Where /metrics, /healthz and /readyz are served.
-    #[arg(long, default_value = "0.0.0.0:7473")]
+    /// `[::]` is both families (IPv4 only where the node has no IPv6).
+    #[arg(long, default_value = "[::]:7473")]
     pub metrics_bind_address: std::net::SocketAddr,
     /// Announce only Services whose spec.loadBalancerClass equals this (unset: only Services
     /// without a class), like the controller.

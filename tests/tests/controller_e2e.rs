@@ -684,6 +684,76 @@ async fn pool_lifecycle_status_and_restart() -> anyhow::Result<()> {
     .await
 }
 
+/// Entries the API server accepts but the controller refuses (the CEL cost budget cannot order
+/// a range's ends) take only their own addresses out of the pool: Ready=False within 2 s with a
+/// message naming each entry and its fix, a Warning event on the pool, no address of theirs ever
+/// assigned, and the other entries still serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pool_entries_in_error_are_flagged_and_never_assigned() -> anyhow::Result<()> {
+    TestCluster::run("ctl-badpool", |cluster| async move {
+        let mut lab = Lab::start(cluster).await?;
+        let created = std::time::Instant::now();
+        let pool = lab
+            .pool("bad", &["198.51.100.200/31", "198.51.100.215-198.51.100.208"], json!({}))
+            .await?;
+        let expected_message = "spec.addresses[1]: range start 198.51.100.215 is after its end 198.51.100.208; write 198.51.100.208-198.51.100.215";
+        let status = eventually(Duration::from_secs(2), || async {
+            let status = lab.pool_status(&pool).await?;
+            let flagged = contains(&status, &json!({"conditions": [{"type": "Ready", "status": "False", "reason": "InvalidAddresses", "message": format!("~{expected_message}")}]}));
+            Ok(flagged.then_some(status))
+        })
+        .await
+        .with_context(|| format!("pool {pool} was not flagged within 2 s"))?;
+        println!("flagged in {:?}: {status}", created.elapsed());
+
+        // A Warning event on the pool (cluster-scoped: its events live in "default").
+        let pool_events: Api<Event> = Api::namespaced(lab.cluster.client.clone(), "default");
+        let event = eventually(WAIT, || async {
+            let events = pool_events
+                .list(&ListParams::default().fields(&format!("regarding.name={pool}")))
+                .await?;
+            Ok(events.items.into_iter().find(|e| {
+                e.reason.as_deref() == Some("InvalidAddresses")
+                    && e.note.as_deref().is_some_and(|n| n.contains(expected_message))
+            }))
+        })
+        .await
+        .context("no InvalidAddresses event on the pool")?;
+        assert_eq!(event.type_.as_deref(), Some("Warning"), "{event:?}");
+        assert_eq!(
+            event.regarding.as_ref().and_then(|r| r.kind.as_deref()),
+            Some("IPAddressPool")
+        );
+
+        // Nothing of the reversed range is handed out, even when asked for by address.
+        lab.service("asks", json!({"metadata": {"annotations": {"ferrolb.io/loadBalancerIPs": "198.51.100.210"}}}))
+            .await?;
+        lab.expect_refused("asks", "198.51.100.210 is in no pool").await?;
+        // The valid entry still serves, until it is used up.
+        for name in ["first", "second", "third"] {
+            lab.service(name, json!({})).await?;
+        }
+        let mut assigned = Vec::new();
+        for name in ["first", "second"] {
+            assigned.extend(lab.wait_ips(name).await?);
+        }
+        assigned.sort();
+        assert_eq!(assigned, ["198.51.100.200", "198.51.100.201"]);
+        lab.expect_refused("third", "no pool that serves this Service has a free IPv4 address")
+            .await?;
+
+        // Fixed: Ready again, and the range's addresses become available.
+        lab.patch_pool(&pool, json!({"spec": {"addresses": ["198.51.100.200/31", "198.51.100.208-198.51.100.215"]}}))
+            .await?;
+        lab.wait_pool_status(&pool, json!({"conditions": [{"type": "Ready", "status": "True", "reason": "Valid"}]}))
+            .await?;
+        let third = lab.wait_ips("third").await?;
+        assert!(ip_in(&third[0], "198.51.100.208", "198.51.100.215"), "{third:?}");
+        lab.finish().await
+    })
+    .await
+}
+
 /// The group of each resource the double counts (it records plural/subresource, not the group).
 fn group_of(resource: &str) -> Option<&'static str> {
     match resource.split('/').next()? {

@@ -267,15 +267,19 @@ async fn kubectl_applies_the_project_manifests() -> anyhow::Result<()> {
             out.contains("ipaddresspool.ferrolb.io/lan created"),
             "{out}"
         );
-        // The pool's CEL rules run in the double: a reversed range is refused.
+        // The pool's CEL rules run in the double: an entry with host bits is refused.
         let pools = cluster
             .kubectl_any_namespace_ok(&["get", "ipaddresspools", "lan", "-o", "json"], None)?;
         let mut pool: serde_json::Value = serde_json::from_str(&pools)?;
-        pool["spec"]["addresses"] = serde_json::json!(["198.51.100.250-198.51.100.200"]);
+        pool["spec"]["addresses"] = serde_json::json!(["198.51.100.250/24"]);
         let rejected =
             cluster.kubectl_with_input(&["replace", "-f", "-"], Some(&pool.to_string()))?;
         assert!(!rejected.status.success());
-        assert!(String::from_utf8_lossy(&rejected.stderr).contains("is after its end"));
+        let stderr = String::from_utf8_lossy(&rejected.stderr);
+        assert!(
+            stderr.contains("198.51.100.250/24 has host bits set"),
+            "{stderr}"
+        );
         Ok(())
     })
     .await

@@ -370,6 +370,67 @@ fn pool_status_reports_overlap_and_counts() {
     assert!(state.step(now()).is_empty(), "no further writes expected");
 }
 
+fn pool_events(actions: &[Action]) -> Vec<(String, bool, String)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::PoolEvent {
+                pool,
+                warning,
+                reason,
+                ..
+            } => Some((pool.clone(), *warning, reason.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_pool_in_error_gets_one_warning_and_a_normal_event_once_fixed() {
+    let mut state = State::new(None);
+    state.replace_pools(vec![pool(
+        "lan",
+        1,
+        &["198.51.100.0/30", "198.51.100.9-198.51.100.1"],
+    )]);
+    state.replace_services(vec![service("web", 1, &[])]);
+    let actions = settle(&mut state);
+    assert_eq!(
+        pool_events(&actions),
+        vec![("lan".to_owned(), true, "InvalidAddresses".to_owned())]
+    );
+    // The valid entry still serves; nothing of the reversed range is handed out.
+    assert_eq!(ips_of(&state, "web"), vec![ip("198.51.100.0")]);
+
+    // A status write that failed is retried without a second event.
+    let mut unwritten = state.pool("lan").unwrap().clone();
+    unwritten.status = None;
+    state.apply_pool(unwritten);
+    let retried = settle(&mut state);
+    assert!(
+        retried
+            .iter()
+            .any(|a| matches!(a, Action::PoolStatus { .. }))
+    );
+    assert!(pool_events(&retried).is_empty());
+
+    // A restarted controller reads the condition back and says nothing new.
+    let mut restarted = State::new(None);
+    restarted.replace_pools(vec![state.pool("lan").unwrap().clone()]);
+    restarted.replace_services(vec![state.service(&key("web")).unwrap().clone()]);
+    assert!(pool_events(&settle(&mut restarted)).is_empty());
+
+    let mut fixed = state.pool("lan").unwrap().clone();
+    fixed.spec.addresses = vec![AddressEntry::from("198.51.100.0/30")];
+    fixed.metadata.generation = Some(2);
+    state.apply_pool(fixed);
+    assert_eq!(
+        pool_events(&settle(&mut state)),
+        vec![("lan".to_owned(), false, "PoolReady".to_owned())]
+    );
+    assert!(pool_events(&settle(&mut state)).is_empty());
+}
+
 #[test]
 fn namespace_labels_decide_restricted_pools() {
     use ferrolb_crds::{LabelSelector, ServiceAllocation};
