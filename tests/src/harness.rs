@@ -38,7 +38,7 @@ fn unique_namespace(test_name: &str) -> String {
         .map(|d| d.subsec_nanos())
         .unwrap_or_default();
     let suffix = format!("{:x}{:x}", std::process::id() % 0xffff, nanos % 0xfffff);
-    let mut prefix: String = format!("ft-{sanitized}");
+    let mut prefix: String = format!("{TEST_OBJECT_PREFIX}{sanitized}");
     prefix.truncate(63 - suffix.len() - 1);
     format!("{}-{suffix}", prefix.trim_end_matches('-'))
 }
@@ -47,6 +47,18 @@ impl TestCluster {
     /// Starts the double on 127.0.0.1:0, or connects to the real cluster when
     /// `FERROLB_TEST_KUBECONFIG` is set; either way creates a fresh namespace.
     pub async fn start(test_name: &str) -> anyhow::Result<Self> {
+        Self::start_with(test_name, Self::default_double_config()).await
+    }
+
+    fn default_double_config() -> ApiServerConfig {
+        ApiServerConfig {
+            bookmark_interval: Duration::from_millis(500),
+            ..ApiServerConfig::default()
+        }
+    }
+
+    /// Like [`Self::start`], with a double configured as `config` (a real cluster is what it is).
+    pub async fn start_with(test_name: &str, config: ApiServerConfig) -> anyhow::Result<Self> {
         let (client, kubeconfig, double) = match std::env::var_os(REAL_CLUSTER_ENV) {
             Some(path) => {
                 let path = PathBuf::from(path);
@@ -58,10 +70,6 @@ impl TestCluster {
                 (Client::try_from(config)?, path, None)
             }
             None => {
-                let config = ApiServerConfig {
-                    bookmark_interval: Duration::from_millis(500),
-                    ..ApiServerConfig::default()
-                };
                 let double =
                     ApiServerHandle::start(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), config)
                         .await?;
@@ -205,8 +213,13 @@ impl TestCluster {
         Ok(())
     }
 
-    /// Deletes the test namespace and stops the double.
+    /// Deletes what the test made in the cluster (its namespace, and the cluster-scoped FerroLB
+    /// objects named after it) and stops the double.
     pub async fn cleanup(self) -> anyhow::Result<()> {
+        let scoped = delete_cluster_scoped_objects(&self.client, |name| {
+            name == self.namespace || name.starts_with(&format!("{}-", self.namespace))
+        })
+        .await;
         let namespaces: Api<Namespace> = Api::all(self.client.clone());
         let deleted = namespaces
             .delete(&self.namespace, &DeleteParams::background())
@@ -215,35 +228,190 @@ impl TestCluster {
             double.shutdown().await;
         }
         match deleted {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-            Err(err) => Err(err.into()),
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(err) => return Err(err.into()),
         }
+        scoped
     }
 
-    /// Runs `body`, then cleans up whether or not it succeeded.
+    /// Runs `body`, then cleans up whether it succeeded, failed or panicked.
+    ///
+    /// On a real cluster the tests run one at a time, across threads and test binaries: they
+    /// share the cluster-scoped pools and advertisements, and every controller a test starts
+    /// judges every pool, so two at once would see each other's objects.
     pub async fn run<F, Fut>(test_name: &str, body: F) -> anyhow::Result<()>
     where
         F: FnOnce(Arc<TestCluster>) -> Fut,
         Fut: std::future::Future<Output = anyhow::Result<()>>,
     {
-        let cluster = Arc::new(Self::start(test_name).await?);
-        let outcome = tokio::time::timeout(Duration::from_secs(120), body(cluster.clone())).await;
+        Self::run_with(test_name, Self::default_double_config(), body).await
+    }
+
+    /// [`Self::run`] with a double configured as `config` (on a real cluster `config` has no
+    /// effect).
+    pub async fn run_with<F, Fut>(
+        test_name: &str,
+        config: ApiServerConfig,
+        body: F,
+    ) -> anyhow::Result<()>
+    where
+        F: FnOnce(Arc<TestCluster>) -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<()>>,
+    {
+        use futures::FutureExt as _;
+        let _serial = RealClusterTurn::take().await?;
+        let cluster = Arc::new(Self::start_with(test_name, config).await?);
+        if cluster.is_real() {
+            sweep_stale_test_objects(&cluster.client).await;
+        }
+        let outcome = tokio::time::timeout(
+            Duration::from_secs(120),
+            std::panic::AssertUnwindSafe(body(cluster.clone())).catch_unwind(),
+        )
+        .await;
         let cleaned = match Arc::try_unwrap(cluster) {
             Ok(cluster) => cluster.cleanup().await,
-            Err(_) => bail!("{test_name} kept a reference to its TestCluster"),
+            Err(_) => Err(anyhow::anyhow!(
+                "{test_name} kept a reference to its TestCluster; its namespace was not deleted"
+            )),
         };
         match outcome {
-            Ok(result) => result?,
+            Ok(Ok(result)) => result?,
+            Ok(Err(panic)) => {
+                if let Err(error) = cleaned {
+                    eprintln!("cleaning up after the panic failed too: {error:#}");
+                }
+                std::panic::resume_unwind(panic)
+            }
             Err(_) => bail!("{test_name} timed out after 120s"),
         }
         cleaned
     }
 }
 
-/// Whether a kubectl binary can be run; prints why not when it cannot, so
-/// kubectl tests can skip on machines without it.
-pub fn kubectl_available(test: &str) -> bool {
+/// Prefix of every namespace, and of every cluster-scoped object, a test creates.
+pub const TEST_OBJECT_PREFIX: &str = "ft-";
+
+/// How old a test's leftovers must be before another run deletes them: no test runs this long.
+const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
+
+/// Deletes the IPAddressPools and L2Advertisements whose names `owned` accepts. A cluster
+/// without FerroLB's CRDs has none; that is not an error.
+async fn delete_cluster_scoped_objects(
+    client: &Client,
+    owned: impl Fn(&str) -> bool,
+) -> anyhow::Result<()> {
+    async fn delete_owned<K>(client: &Client, owned: &dyn Fn(&str) -> bool) -> anyhow::Result<()>
+    where
+        K: kube::Resource<Scope = kube::core::ClusterResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+        K::DynamicType: Default,
+    {
+        let api: Api<K> = Api::all(client.clone());
+        let listed = match api.list_metadata(&Default::default()).await {
+            Ok(listed) => listed,
+            Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
+            Err(error) => return Err(error.into()),
+        };
+        for object in listed.items {
+            let Some(name) = object.metadata.name.as_deref().filter(|n| owned(n)) else {
+                continue;
+            };
+            match api.delete(name, &DeleteParams::background()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Ok(())
+    }
+    let pools = delete_owned::<ferrolb_crds::IPAddressPool>(client, &owned).await;
+    let advertisements = delete_owned::<ferrolb_crds::L2Advertisement>(client, &owned).await;
+    pools.and(advertisements)
+}
+
+/// Removes what killed runs left on a real cluster: test namespaces and cluster-scoped test
+/// objects older than [`STALE_AFTER`]. Best effort; a failure is printed, not fatal.
+async fn sweep_stale_test_objects(client: &Client) {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let Ok(listed) = namespaces.list_metadata(&Default::default()).await else {
+        return;
+    };
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let stale: Vec<String> = listed
+        .items
+        .iter()
+        .filter(|ns| {
+            ns.metadata
+                .creation_timestamp
+                .as_ref()
+                .is_some_and(|t| now.duration_since(t.0).as_secs() > STALE_AFTER.as_secs() as i64)
+        })
+        .filter_map(|ns| ns.metadata.name.clone())
+        .filter(|name| name.starts_with(TEST_OBJECT_PREFIX))
+        .collect();
+    for name in &stale {
+        println!("deleting namespace {name}, left by an earlier run");
+        let _ = namespaces.delete(name, &DeleteParams::background()).await;
+    }
+    let owned = |name: &str| stale.iter().any(|ns| name.starts_with(ns.as_str()));
+    if let Err(error) = delete_cluster_scoped_objects(client, owned).await {
+        println!("could not delete an earlier run's pools and advertisements: {error:#}");
+    }
+}
+
+/// One test's turn on the real cluster: an exclusive lock on a file every test process opens,
+/// held until dropped. On the double every test has its own server and this is a no-op.
+struct RealClusterTurn(Option<std::fs::File>);
+
+impl RealClusterTurn {
+    async fn take() -> anyhow::Result<Self> {
+        if std::env::var_os(REAL_CLUSTER_ENV).is_none() {
+            return Ok(Self(None));
+        }
+        let path = std::env::temp_dir().join("ferrolb-real-cluster-tests.lock");
+        let file = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)?;
+            file.lock()?;
+            Ok(file)
+        })
+        .await??;
+        Ok(Self(Some(file)))
+    }
+}
+
+impl Drop for RealClusterTurn {
+    fn drop(&mut self) {
+        if let Some(file) = &self.0 {
+            let _ = file.unlock();
+        }
+    }
+}
+
+/// Set where every prerequisite of every test is installed (`.ci/run` sets it): a test that
+/// would be skipped fails instead, so that no test passes there without having run.
+pub const REQUIRE_ALL_ENV: &str = "FERROLB_REQUIRE_ALL_TESTS";
+
+/// Reports that `test` cannot run here: prints `SKIPPED <test>: <reason>` and returns `Ok`,
+/// or fails when [`REQUIRE_ALL_ENV`] is set.
+pub fn skip(test: &str, reason: &str) -> anyhow::Result<()> {
+    if std::env::var_os(REQUIRE_ALL_ENV).is_some() {
+        bail!("{test} cannot run: {reason} ({REQUIRE_ALL_ENV} is set, so that is a failure)");
+    }
+    println!("SKIPPED {test}: {reason}");
+    Ok(())
+}
+
+/// Whether a kubectl binary can be run. When it cannot, the test is skipped with the reason
+/// (see [`skip`]): `Ok(false)`.
+pub fn kubectl_available(test: &str) -> anyhow::Result<bool> {
     let found = std::process::Command::new("kubectl")
         .args(["version", "--client"])
         .stdout(std::process::Stdio::null())
@@ -251,9 +419,22 @@ pub fn kubectl_available(test: &str) -> bool {
         .status()
         .is_ok_and(|s| s.success());
     if !found {
-        println!("SKIPPED {test}: no kubectl on PATH");
+        skip(test, "no kubectl on PATH")?;
     }
-    found
+    Ok(found)
+}
+
+/// Whether this process runs as root, which network-namespace tests need. When not, the test is
+/// skipped with the reason (see [`skip`]): `Ok(false)`.
+pub fn root_available(test: &str) -> anyhow::Result<bool> {
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    if !root {
+        skip(test, "needs root for network namespaces")?;
+    }
+    Ok(root)
 }
 
 /// Polls `check` until it returns `Some`, at most `timeout`.

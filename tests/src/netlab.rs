@@ -382,6 +382,10 @@ mod tests {
 
     #[test]
     fn hosts_reach_each_other_and_the_gateway_and_everything_goes_on_drop() {
+        let test = "hosts_reach_each_other_and_the_gateway_and_everything_goes_on_drop";
+        if !crate::harness::root_available(test).unwrap() {
+            return;
+        }
         let mut lab = NetLab::new().unwrap();
         let a = lab.add_host("a", Role::Node).unwrap();
         let c = lab.add_host("c", Role::Client).unwrap();

@@ -49,7 +49,7 @@ impl Lab {
         cluster: Arc<TestCluster>,
         before_controller: impl FnOnce(&TestCluster),
     ) -> anyhow::Result<Self> {
-        if !kubectl_available("controller e2e") {
+        if !kubectl_available("controller e2e")? {
             bail!("kubectl is needed to install the CRDs");
         }
         cluster.install_ferrolb_crds()?;

@@ -146,7 +146,7 @@ impl Replicas {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_leader_writes_and_hands_over_without_moving_ips() {
     TestCluster::run("controller-leader", |cluster| async move {
-        if !kubectl_available("controller leader election") {
+        if !kubectl_available("controller leader election")? {
             bail!("kubectl is needed to install the CRDs");
         }
         cluster.install_ferrolb_crds()?;

@@ -30,7 +30,7 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kubectl_create_get_describe_patch_delete() -> anyhow::Result<()> {
-    if !kubectl_available("kubectl_create_get_describe_patch_delete") {
+    if !kubectl_available("kubectl_create_get_describe_patch_delete")? {
         return Ok(());
     }
     TestCluster::run("kubectl-basic", |cluster| async move {
@@ -89,7 +89,7 @@ async fn kubectl_create_get_describe_patch_delete() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kubectl_apply_client_and_server_side() -> anyhow::Result<()> {
-    if !kubectl_available("kubectl_apply_client_and_server_side") {
+    if !kubectl_available("kubectl_apply_client_and_server_side")? {
         return Ok(());
     }
     TestCluster::run("kubectl-apply", |cluster| async move {
@@ -143,7 +143,7 @@ async fn kubectl_apply_client_and_server_side() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kubectl_shows_crd_printer_columns() -> anyhow::Result<()> {
-    if !kubectl_available("kubectl_shows_crd_printer_columns") {
+    if !kubectl_available("kubectl_shows_crd_printer_columns")? {
         return Ok(());
     }
     TestCluster::run("kubectl-crd", |cluster| async move {
@@ -187,7 +187,7 @@ async fn kubectl_shows_crd_printer_columns() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kubectl_get_watch_streams_changes() -> anyhow::Result<()> {
-    if !kubectl_available("kubectl_get_watch_streams_changes") {
+    if !kubectl_available("kubectl_get_watch_streams_changes")? {
         return Ok(());
     }
     TestCluster::run("kubectl-watch", |cluster| async move {
@@ -237,7 +237,7 @@ async fn kubectl_get_watch_streams_changes() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kubectl_applies_the_project_manifests() -> anyhow::Result<()> {
-    if !kubectl_available("kubectl_applies_the_project_manifests") {
+    if !kubectl_available("kubectl_applies_the_project_manifests")? {
         return Ok(());
     }
     TestCluster::run("kubectl-manifests", |cluster| async move {
@@ -287,7 +287,7 @@ async fn kubectl_applies_the_project_manifests() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kubectl_imperative_create_commands() -> anyhow::Result<()> {
-    if !kubectl_available("kubectl_imperative_create_commands") {
+    if !kubectl_available("kubectl_imperative_create_commands")? {
         return Ok(());
     }
     TestCluster::run("kubectl-imperative", |cluster| async move {

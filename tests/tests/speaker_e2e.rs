@@ -9,18 +9,18 @@ mod speaker_lab;
 
 use std::time::{Duration, Instant};
 
+use ferrolb_tests::harness::root_available;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Api;
 use kube::api::{DeleteParams, PostParams};
 use serde_json::json;
-use speaker_lab::{Cluster, NS, VIP4, VIP4_WEB, VIP6, create, is_root};
+use speaker_lab::{Cluster, NS, VIP4, VIP4_WEB, VIP6, create};
 
 /// Announcing both families, the ServiceL2Status, and every way ownership moves: SIGKILL (at
 /// lease expiry), SIGTERM (at once), and a node cut off from the API (self-fence first).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn speakers_announce_and_hand_over_without_double_answers() -> anyhow::Result<()> {
-    if !is_root() {
-        println!("SKIPPED: needs root for network namespaces");
+    if !root_available("speakers_announce_and_hand_over_without_double_answers")? {
         return Ok(());
     }
     let mut cluster = Cluster::start().await?;
@@ -189,8 +189,7 @@ async fn speakers_announce_and_hand_over_without_double_answers() -> anyhow::Res
 /// externalTrafficPolicy Local, node selectors, interfaces and the exclude label decide where.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn speakers_honour_policy_selectors_interfaces_and_exclusion() -> anyhow::Result<()> {
-    if !is_root() {
-        println!("SKIPPED: needs root for network namespaces");
+    if !root_available("speakers_honour_policy_selectors_interfaces_and_exclusion")? {
         return Ok(());
     }
     let cluster = Cluster::start().await?;

@@ -61,6 +61,7 @@ use anyhow::Context as _;
 
 pub use faults::{ErrorRule, Faults};
 pub use metrics::RequestCounters;
+pub use service::ServiceStack;
 use store::StoreState;
 
 /// Tunables of the double.
@@ -73,6 +74,9 @@ pub struct ApiServerConfig {
     pub bookmark_interval: Duration,
     /// Events buffered per watch before a slow watch is ended with 410.
     pub watch_buffer: usize,
+    /// The service IP families, as kube-apiserver's `--service-cluster-ip-range` sets them:
+    /// Services are defaulted and refused the way a cluster of that stack does.
+    pub service_stack: ServiceStack,
 }
 
 impl Default for ApiServerConfig {
@@ -81,6 +85,7 @@ impl Default for ApiServerConfig {
             history_limit: 10_000,
             bookmark_interval: Duration::from_secs(5),
             watch_buffer: 65_536,
+            service_stack: ServiceStack::default(),
         }
     }
 }
@@ -111,6 +116,7 @@ impl ApiServerHandle {
             .with_context(|| format!("binding {address}"))?;
         let bound = listener.local_addr()?;
         let mut state = StoreState::new(config.history_limit, config.watch_buffer);
+        state.allocators = service::ServiceAllocators::new(config.service_stack);
         objects::seed(&mut state);
         let shared = Arc::new(Shared {
             state: Mutex::new(state),

@@ -51,6 +51,21 @@ fn ensure_object(body: &Value) -> ApiResult<()> {
     }
 }
 
+/// Whether kube-apiserver keeps `metadata.generation` for the type: custom resources, CRDs and
+/// the workload-like built-ins do; most core types (Services, ConfigMaps, Namespaces, Nodes,
+/// Leases, Events, ...) carry none.
+fn has_generation(rt: &ResourceType) -> bool {
+    rt.custom.is_some()
+        || matches!(
+            (rt.group.as_str(), rt.plural.as_str()),
+            ("apiextensions.k8s.io", "customresourcedefinitions")
+                | ("apps", _)
+                | ("batch", _)
+                | ("discovery.k8s.io", "endpointslices")
+                | ("", "pods")
+        )
+}
+
 /// The object kube-apiserver compares to decide whether `generation` moves:
 /// `spec` when the type has one, else everything but metadata and status.
 fn generation_subject(object: &Value) -> Value {
@@ -137,6 +152,10 @@ pub enum FieldValidation {
 pub struct Admission {
     pub field_validation: FieldValidation,
     pub warnings: Vec<String>,
+    /// The object is the result of a merge, JSON or strategic patch: kube-apiserver reports a
+    /// strict-validation failure of a patch as 422 on the field `patch`, not as a 400 decoding
+    /// error of the body.
+    pub patched: bool,
 }
 
 fn custom_admission(
@@ -167,10 +186,19 @@ fn custom_admission(
         FieldValidation::Strict => {
             let unknown: Vec<String> = unknown.collect();
             if !unknown.is_empty() {
-                return Err(ApiError::bad_request(format!(
-                    "strict decoding error: {}",
-                    unknown.join(", ")
-                )));
+                let problem = format!("strict decoding error: {}", unknown.join(", "));
+                if admission.patched {
+                    return Err(ApiError::invalid(
+                        "",
+                        "",
+                        "",
+                        vec![Cause::invalid(
+                            "patch",
+                            format!("Invalid value: {:?}: {problem}", object.to_string()),
+                        )],
+                    ));
+                }
+                return Err(ApiError::bad_request(problem));
             }
         }
     }
@@ -235,7 +263,11 @@ pub fn create(
     if let Some(metadata) = object["metadata"].as_object_mut() {
         metadata.insert("uid".into(), json!(uid));
         metadata.insert("creationTimestamp".into(), json!(now_rfc3339()));
-        metadata.insert("generation".into(), json!(1));
+        if has_generation(rt) {
+            metadata.insert("generation".into(), json!(1));
+        } else {
+            metadata.remove("generation");
+        }
         for transient in [
             "deletionTimestamp",
             "deletionGracePeriodSeconds",
@@ -262,7 +294,33 @@ pub fn create(
         }
         _ => object = custom_admission(state, rt, &object, None, admission)?,
     }
-    Ok(state.put(&rt.storage_key(), object))
+    let created = state.put(&rt.storage_key(), object);
+    if rt.group.is_empty() && rt.plural == "namespaces" {
+        populate_namespace(state, &name);
+    }
+    Ok(created)
+}
+
+/// What kube-controller-manager puts in every new namespace at once: the `default`
+/// ServiceAccount and the `kube-root-ca.crt` ConfigMap. Tests and components meet them on every
+/// real cluster, so they are here too.
+fn populate_namespace(state: &mut StoreState, namespace: &str) {
+    const ROOT_CA_DESCRIPTION: &str = "Contains a CA bundle that can be used to verify the kube-apiserver when using internal endpoints such as the internal service IP or kubernetes.default.svc. No other usage is guaranteed across distributions of Kubernetes clusters.";
+    let objects = [
+        ("serviceaccounts", json!({"metadata": {"name": "default"}})),
+        (
+            "configmaps",
+            // The double serves plain HTTP: there is no CA, so the bundle is empty.
+            json!({"metadata": {"name": "kube-root-ca.crt",
+                                "annotations": {"kubernetes.io/description": ROOT_CA_DESCRIPTION}},
+                   "data": {"ca.crt": ""}}),
+        ),
+    ];
+    for (plural, object) in objects {
+        if let Some(rt) = state.registry.find("", "v1", plural).cloned() {
+            let _ = create(state, &rt, namespace, object, &mut Admission::default());
+        }
+    }
 }
 
 fn namespace_of<'a>(rt: &ResourceType, namespace: &'a str) -> &'a str {
@@ -389,7 +447,11 @@ pub fn update(
         }
         _ => object = custom_admission(state, rt, &object, Some(&old), admission)?,
     }
-    if generation_subject(&object) != generation_subject(&old) {
+    if !has_generation(rt) {
+        if let Some(metadata) = object["metadata"].as_object_mut() {
+            metadata.remove("generation");
+        }
+    } else if generation_subject(&object) != generation_subject(&old) {
         let generation = old["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
         object["metadata"]["generation"] = json!(generation);
     }

@@ -5,9 +5,8 @@
 //! Go struct tags, a fixed table maps list field names to their merge keys (see
 //! [`list_merge_key`]); lists not in the table are replaced as in JSON merge
 //! patch. The directives `$patch: delete|replace` (in maps and list items),
-//! `$deleteFromPrimitiveList/<field>` and `$retainKeys` are honoured;
-//! `$setElementOrder/<field>` is accepted and ignored (merged lists keep the
-//! existing order and append new items).
+//! `$deleteFromPrimitiveList/<field>`, `$retainKeys` and `$setElementOrder/<field>` are
+//! honoured, and merged lists come out in kube-apiserver's order (see [`merge_keyed_list`]).
 
 use serde_json::{Map, Value};
 
@@ -94,6 +93,16 @@ pub fn strategic_merge_patch(target: &Value, patch: &Value) -> Value {
 }
 
 fn strategic_merge_value(target: Option<&Value>, patch: &Value, field: &str) -> Value {
+    strategic_merge_in_order(target, patch, field, None)
+}
+
+/// `order` is the patch's `$setElementOrder/<field>` list, if it has one.
+fn strategic_merge_in_order(
+    target: Option<&Value>,
+    patch: &Value,
+    field: &str,
+    order: Option<&[Value]>,
+) -> Value {
     match patch {
         Value::Object(patch_map) => {
             if patch_map.get("$patch").and_then(Value::as_str) == Some("replace") {
@@ -125,7 +134,11 @@ fn strategic_merge_value(target: Option<&Value>, patch: &Value, field: &str) -> 
                     result.remove(key);
                     continue;
                 }
-                let merged = strategic_merge_value(result.get(key), patch_value, key);
+                let order = patch_map
+                    .get(&format!("$setElementOrder/{key}"))
+                    .and_then(Value::as_array)
+                    .map(Vec::as_slice);
+                let merged = strategic_merge_in_order(result.get(key), patch_value, key, order);
                 result.insert(key.clone(), merged);
             }
             Value::Object(result)
@@ -160,26 +173,68 @@ fn strategic_merge_value(target: Option<&Value>, patch: &Value, field: &str) -> 
             let Some(keys) = list_merge_key(field, patch_items.first().or(existing.first())) else {
                 return strip_directives(patch.clone());
             };
-            let mut merged = existing;
-            for item in patch_items {
-                let position = merged.iter().position(|e| items_match(e, item, keys));
-                let delete = item.get("$patch").and_then(Value::as_str) == Some("delete");
-                match (position, delete) {
-                    (Some(i), true) => {
-                        merged.remove(i);
-                    }
-                    (None, true) => {}
-                    (Some(i), false) => {
-                        let updated = strategic_merge_value(Some(&merged[i]), item, "");
-                        merged[i] = updated;
-                    }
-                    (None, false) => merged.push(strip_directives(item.clone())),
-                }
-            }
-            Value::Array(merged)
+            Value::Array(merge_keyed_list(&existing, patch_items, keys, order))
         }
         other => other.clone(),
     }
+}
+
+/// Merges a list whose items are matched by `keys`, and orders the result as kube-apiserver
+/// does: the patch's items in the patch's order (or `$setElementOrder`'s), with the items only
+/// the server had slotted back in before the first patch item that came after them on the
+/// server. A new item therefore goes before the server's items, not after them.
+fn merge_keyed_list(
+    existing: &[Value],
+    patch_items: &[Value],
+    keys: &[&str],
+    order: Option<&[Value]>,
+) -> Vec<Value> {
+    let mut merged = existing.to_vec();
+    for item in patch_items {
+        let position = merged.iter().position(|e| items_match(e, item, keys));
+        let delete = item.get("$patch").and_then(Value::as_str) == Some("delete");
+        match (position, delete) {
+            (Some(i), true) => {
+                merged.remove(i);
+            }
+            (None, true) => {}
+            (Some(i), false) => {
+                let updated = strategic_merge_value(Some(&merged[i]), item, "");
+                merged[i] = updated;
+            }
+            (None, false) => merged.push(strip_directives(item.clone())),
+        }
+    }
+    let order = order.unwrap_or(patch_items);
+    let position_in =
+        |list: &[Value], item: &Value| list.iter().position(|o| items_match(o, item, keys));
+    let (mut from_patch, server_only): (Vec<Value>, Vec<Value>) = merged
+        .into_iter()
+        .partition(|item| position_in(order, item).is_some());
+    from_patch.sort_by_key(|item| position_in(order, item));
+    let mut out = Vec::with_capacity(from_patch.len() + server_only.len());
+    let (mut server, mut patched) = (
+        server_only.into_iter().peekable(),
+        from_patch.into_iter().peekable(),
+    );
+    loop {
+        let take_server = match (server.peek(), patched.peek()) {
+            (None, None) => break,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (Some(s), Some(p)) => matches!(
+                (position_in(existing, s), position_in(existing, p)),
+                (Some(a), Some(b)) if a < b
+            ),
+        };
+        let next = if take_server {
+            server.next()
+        } else {
+            patched.next()
+        };
+        out.extend(next);
+    }
+    out
 }
 
 fn strip_directives(value: Value) -> Value {
@@ -213,6 +268,22 @@ mod tests {
             json!([{"port": 80, "protocol": "TCP", "name": "http", "targetPort": 8080}, {"port": 443}])
         );
         assert_eq!(merged["metadata"]["finalizers"], json!(["x", "y"]));
+        // Without $setElementOrder a new item goes first, as on kube-apiserver.
+        let added = json!({"spec": {"ports": [{"name": "https", "port": 8443}]}});
+        let with_new = strategic_merge_patch(&merged, &added);
+        let ports: Vec<&Value> = with_new["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| &p["port"])
+            .collect();
+        assert_eq!(ports, [&json!(8443), &json!(80), &json!(443)]);
+        // An item the patch changes keeps its place among the server's items.
+        let changed = json!({"spec": {"ports": [{"port": 443, "name": "https"}]}});
+        assert_eq!(
+            strategic_merge_patch(&merged, &changed)["spec"]["ports"][1]["name"],
+            "https"
+        );
         let delete = json!({"spec": {"ports": [{"port": 80, "$patch": "delete"}]}});
         assert_eq!(
             strategic_merge_patch(&merged, &delete)["spec"]["ports"],

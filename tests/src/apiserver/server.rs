@@ -352,6 +352,7 @@ impl Request {
         Ok(Admission {
             field_validation,
             warnings: Vec::new(),
+            patched: false,
         })
     }
 
@@ -651,6 +652,7 @@ fn patch_object(
         other => return Err(ApiError::unsupported_media_type(other)),
     };
     let mut admission = request.admission()?;
+    admission.patched = true;
     let updated = objects::update(
         &mut state,
         rt,

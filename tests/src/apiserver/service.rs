@@ -55,9 +55,64 @@ impl IpFamily {
     }
 }
 
+/// The service IP families a cluster is configured with (kube-apiserver's
+/// `--service-cluster-ip-range`), the default family first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ServiceStack {
+    /// Single-stack IPv4.
+    IPv4,
+    /// Single-stack IPv6.
+    IPv6,
+    /// Dual-stack, IPv4 first (the default family of Services that do not ask).
+    #[default]
+    DualStack,
+    /// Dual-stack, IPv6 first.
+    DualStackIPv6Primary,
+}
+
+impl ServiceStack {
+    pub fn families(self) -> &'static [IpFamily] {
+        match self {
+            ServiceStack::IPv4 => &[IpFamily::V4],
+            ServiceStack::IPv6 => &[IpFamily::V6],
+            ServiceStack::DualStack => &[IpFamily::V4, IpFamily::V6],
+            ServiceStack::DualStackIPv6Primary => &[IpFamily::V6, IpFamily::V4],
+        }
+    }
+
+    fn default_family(self) -> IpFamily {
+        self.families()[0]
+    }
+
+    fn has(self, family: IpFamily) -> bool {
+        self.families().contains(&family)
+    }
+
+    fn is_dual(self) -> bool {
+        self.families().len() == 2
+    }
+}
+
+impl std::str::FromStr for ServiceStack {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "ipv4" => Ok(ServiceStack::IPv4),
+            "ipv6" => Ok(ServiceStack::IPv6),
+            "dual" => Ok(ServiceStack::DualStack),
+            "dual-ipv6-primary" => Ok(ServiceStack::DualStackIPv6Primary),
+            other => Err(format!(
+                "{other:?} is not a service stack: ipv4, ipv6, dual or dual-ipv6-primary"
+            )),
+        }
+    }
+}
+
 /// Offsets in use inside each service CIDR, and node ports in use.
 #[derive(Debug, Default, Clone)]
 pub struct ServiceAllocators {
+    stack: ServiceStack,
     ipv4_used: BTreeSet<u128>,
     ipv6_used: BTreeSet<u128>,
     node_ports_used: BTreeSet<u16>,
@@ -96,6 +151,17 @@ pub fn service_cidr(family: IpFamily) -> &'static str {
 }
 
 impl ServiceAllocators {
+    pub fn new(stack: ServiceStack) -> Self {
+        Self {
+            stack,
+            ..Self::default()
+        }
+    }
+
+    pub fn stack(&self) -> ServiceStack {
+        self.stack
+    }
+
     fn used_mut(&mut self, family: IpFamily) -> (&mut BTreeSet<u128>, &mut u128, u128) {
         match family {
             IpFamily::V4 => (
@@ -112,6 +178,9 @@ impl ServiceAllocators {
     }
 
     fn allocate_ip(&mut self, family: IpFamily) -> Option<IpAddr> {
+        if !self.stack.has(family) {
+            return None;
+        }
         let (used, cursor, size) = self.used_mut(family);
         // Offsets 0 and size-1 are the network and broadcast addresses.
         let usable = size - 2;
@@ -126,6 +195,12 @@ impl ServiceAllocators {
     }
 
     fn reserve_ip(&mut self, ip: &IpAddr) -> Result<(), String> {
+        if !self.stack.has(IpFamily::of(ip)) {
+            return Err(format!(
+                "failed to allocate IP {ip}: {} is not configured on this cluster",
+                IpFamily::of(ip).name()
+            ));
+        }
         let Some((family, offset)) = offset_of(ip) else {
             return Err(format!(
                 "failed to allocate IP {ip}: the provided IP ({ip}) is not in the valid range. The range of valid IPs is {}",
@@ -395,8 +470,21 @@ fn validate_spec(service: &Value) -> Vec<Cause> {
     causes
 }
 
-/// Families the Service gets, from ipFamilies, clusterIPs and ipFamilyPolicy.
-fn resolve_families(service: &Value) -> Result<(Vec<IpFamily>, &'static str), Cause> {
+fn family_list(families: &[IpFamily]) -> String {
+    let names: Vec<String> = families.iter().map(|f| format!("{:?}", f.name())).collect();
+    format!("[]string{{{}}}", names.join(", "))
+}
+
+/// Families the Service gets, from ipFamilies, clusterIPs and ipFamilyPolicy, and what the
+/// cluster is configured with, in the order kube-apiserver decides them (its
+/// `initIPFamilyFields`): an unset policy is RequireDualStack when two families or IPs are
+/// given, else SingleStack; a missing family is inferred from the IPs; a family the cluster does
+/// not have, or RequireDualStack on a single-stack cluster, is refused; PreferDualStack and
+/// RequireDualStack get the second family only where the cluster has it.
+fn resolve_families(
+    service: &Value,
+    stack: ServiceStack,
+) -> Result<(Vec<IpFamily>, &'static str), Vec<Cause>> {
     let spec = &service["spec"];
     let mut families: Vec<IpFamily> = spec["ipFamilies"]
         .as_array()
@@ -405,33 +493,93 @@ fn resolve_families(service: &Value) -> Result<(Vec<IpFamily>, &'static str), Ca
         .filter_map(Value::as_str)
         .filter_map(IpFamily::parse)
         .collect();
-    let requested_ips: Vec<IpAddr> = requested_cluster_ips(service)
-        .iter()
-        .filter_map(|s| s.parse().ok())
-        .collect();
-    if families.is_empty() {
-        families = requested_ips.iter().map(IpFamily::of).collect();
-    }
+    let requested = requested_cluster_ips(service);
+    let requested: Vec<&String> = requested.iter().take_while(|ip| *ip != "None").collect();
     let policy = match spec["ipFamilyPolicy"].as_str() {
         Some("RequireDualStack") => "RequireDualStack",
         Some("PreferDualStack") => "PreferDualStack",
         Some(_) => "SingleStack",
-        None if families.len() > 1 => "RequireDualStack",
+        None if families.len() == 2 || requested.len() == 2 => "RequireDualStack",
         None => "SingleStack",
     };
-    let primary = families.first().copied().unwrap_or(IpFamily::V4);
-    let families = match policy {
-        "SingleStack" => {
-            if families.len() > 1 {
-                return Err(Cause::invalid(
-                    "spec.ipFamilies",
-                    "Invalid value: when spec.ipFamilyPolicy is SingleStack only one family may be given",
+    let mut causes = Vec::new();
+    if policy == "SingleStack" && families.len() > 1 {
+        causes.push(Cause::invalid(
+            "spec.ipFamilies",
+            "Invalid value: when spec.ipFamilyPolicy is SingleStack only one family may be given",
+        ));
+    }
+    for (i, text) in requested.iter().enumerate() {
+        let Ok(ip) = text.parse::<IpAddr>() else {
+            continue;
+        };
+        if i >= families.len() {
+            let family = IpFamily::of(&ip);
+            if stack.has(family) {
+                families.push(family);
+            } else {
+                causes.push(Cause::invalid(
+                    format!("spec.clusterIPs[{i}]"),
+                    format!(
+                        "Invalid value: \"{text}\": {} is not configured on this cluster",
+                        family.name()
+                    ),
                 ));
             }
-            vec![primary]
         }
-        _ => vec![primary, primary.other()],
-    };
+    }
+    if !causes.is_empty() {
+        return Err(causes);
+    }
+    let headless_without_selector = spec["clusterIP"] == "None"
+        && spec["selector"]
+            .as_object()
+            .is_none_or(|selector| selector.is_empty());
+    if headless_without_selector {
+        // kube-apiserver lets these name families the cluster lacks: they get no IPs.
+        if families.is_empty() {
+            families.push(stack.default_family());
+        }
+        if families.len() < 2 && policy != "SingleStack" {
+            families.push(families[0].other());
+        }
+        return Ok((families, policy));
+    }
+    if policy == "RequireDualStack" && !stack.is_dual() {
+        causes.push(Cause::invalid(
+            "spec.ipFamilyPolicy",
+            "Invalid value: \"RequireDualStack\": this cluster is not configured for dual-stack services",
+        ));
+    }
+    for (i, family) in families.iter().enumerate() {
+        if !stack.has(*family) {
+            causes.push(Cause::invalid(
+                format!("spec.ipFamilies[{i}]"),
+                format!(
+                    "Invalid value: \"{}\": not configured on this cluster",
+                    family.name()
+                ),
+            ));
+        }
+    }
+    if !causes.is_empty() {
+        return Err(causes);
+    }
+    if families.is_empty() {
+        families.push(stack.default_family());
+    }
+    if policy != "SingleStack" && families.len() == 1 && stack.is_dual() {
+        families.push(families[0].other());
+    }
+    if families.len() > 2 {
+        return Err(vec![Cause::invalid(
+            "spec.ipFamilies",
+            format!(
+                "Invalid value: {}: may specify no more than two IP families",
+                family_list(&families)
+            ),
+        )]);
+    }
     Ok((families, policy))
 }
 
@@ -484,16 +632,13 @@ fn allocate_inner(
         return Ok(());
     }
     let headless = service["spec"]["clusterIP"] == "None";
+    let (families, policy) = resolve_families(service, allocators.stack())?;
+    let family_names = json!(families.iter().map(|f| f.name()).collect::<Vec<_>>());
     if headless {
         service["spec"]["clusterIPs"] = json!(["None"]);
-        if service["spec"]["ipFamilies"].is_null() {
-            service["spec"]["ipFamilies"] = json!(["IPv4"]);
-        }
-        if service["spec"]["ipFamilyPolicy"].is_null() {
-            service["spec"]["ipFamilyPolicy"] = json!("SingleStack");
-        }
+        service["spec"]["ipFamilies"] = family_names;
+        service["spec"]["ipFamilyPolicy"] = json!(policy);
     } else {
-        let (families, policy) = resolve_families(service).map_err(|c| vec![c])?;
         let requested = requested_cluster_ips(service);
         let mut assigned = Vec::new();
         for (i, family) in families.iter().enumerate() {
@@ -534,8 +679,7 @@ fn allocate_inner(
         }
         service["spec"]["clusterIP"] = json!(assigned.first());
         service["spec"]["clusterIPs"] = json!(assigned);
-        service["spec"]["ipFamilies"] =
-            json!(families.iter().map(|f| f.name()).collect::<Vec<_>>());
+        service["spec"]["ipFamilies"] = family_names;
         service["spec"]["ipFamilyPolicy"] = json!(policy);
     }
     allocate_node_ports(allocators, service, taken)
@@ -884,6 +1028,115 @@ mod tests {
             svc["spec"]["clusterIPs"],
             json!(["203.0.113.129", "2001:db8:ffff::1"])
         );
+        Ok(())
+    }
+
+    /// ipFamilies and ipFamilyPolicy after creation, or the refused fields.
+    fn defaulted(stack: ServiceStack, spec: Value) -> Result<(Value, Value), Vec<String>> {
+        let mut allocators = ServiceAllocators::new(stack);
+        let mut svc = json!({"spec": spec});
+        svc["spec"]["ports"] = json!([{"port": 80}]);
+        prepare_create(&mut allocators, &mut svc)
+            .map_err(|causes| causes.into_iter().map(|c| c.field).collect::<Vec<_>>())?;
+        Ok((
+            svc["spec"]["ipFamilies"].clone(),
+            svc["spec"]["ipFamilyPolicy"].clone(),
+        ))
+    }
+
+    #[test]
+    fn families_follow_the_cluster_stack_as_kube_apiserver_defaults_them() {
+        use ServiceStack::*;
+        let ok = |families: &[&str], policy: &str| Ok((json!(families), json!(policy)));
+        let cases: Vec<(ServiceStack, Value, Result<(Value, Value), Vec<String>>)> = vec![
+            (IPv4, json!({}), ok(&["IPv4"], "SingleStack")),
+            (
+                IPv4,
+                json!({"ipFamilyPolicy": "PreferDualStack"}),
+                ok(&["IPv4"], "PreferDualStack"),
+            ),
+            (
+                IPv4,
+                json!({"ipFamilyPolicy": "RequireDualStack"}),
+                Err(vec!["spec.ipFamilyPolicy".into()]),
+            ),
+            (
+                IPv4,
+                json!({"ipFamilies": ["IPv6"]}),
+                Err(vec!["spec.ipFamilies[0]".into()]),
+            ),
+            (
+                IPv4,
+                json!({"ipFamilies": ["IPv4", "IPv6"], "ipFamilyPolicy": "PreferDualStack"}),
+                Err(vec!["spec.ipFamilies[1]".into()]),
+            ),
+            (
+                IPv4,
+                json!({"clusterIP": "2001:db8:ffff::9"}),
+                Err(vec!["spec.clusterIPs[0]".into()]),
+            ),
+            (IPv6, json!({}), ok(&["IPv6"], "SingleStack")),
+            (
+                IPv6,
+                json!({"ipFamilyPolicy": "PreferDualStack"}),
+                ok(&["IPv6"], "PreferDualStack"),
+            ),
+            (
+                IPv6,
+                json!({"ipFamilyPolicy": "RequireDualStack"}),
+                Err(vec!["spec.ipFamilyPolicy".into()]),
+            ),
+            (DualStack, json!({}), ok(&["IPv4"], "SingleStack")),
+            (
+                DualStack,
+                json!({"ipFamilyPolicy": "PreferDualStack"}),
+                ok(&["IPv4", "IPv6"], "PreferDualStack"),
+            ),
+            (
+                DualStack,
+                json!({"ipFamilyPolicy": "PreferDualStack", "ipFamilies": ["IPv6"]}),
+                ok(&["IPv6", "IPv4"], "PreferDualStack"),
+            ),
+            (
+                DualStack,
+                json!({"ipFamilies": ["IPv6", "IPv4"]}),
+                ok(&["IPv6", "IPv4"], "RequireDualStack"),
+            ),
+            (
+                DualStack,
+                json!({"ipFamilyPolicy": "SingleStack", "ipFamilies": ["IPv6"]}),
+                ok(&["IPv6"], "SingleStack"),
+            ),
+            (
+                DualStackIPv6Primary,
+                json!({}),
+                ok(&["IPv6"], "SingleStack"),
+            ),
+            (
+                DualStackIPv6Primary,
+                json!({"ipFamilyPolicy": "RequireDualStack"}),
+                ok(&["IPv6", "IPv4"], "RequireDualStack"),
+            ),
+            // Headless without a selector may name families the cluster lacks.
+            (
+                IPv4,
+                json!({"clusterIP": "None", "ipFamilyPolicy": "PreferDualStack"}),
+                ok(&["IPv4", "IPv6"], "PreferDualStack"),
+            ),
+        ];
+        for (stack, spec, expected) in cases {
+            assert_eq!(defaulted(stack, spec.clone()), expected, "{stack:?} {spec}");
+        }
+    }
+
+    #[test]
+    fn single_stack_clusters_allocate_from_their_family_only() -> Result<(), Vec<Cause>> {
+        let mut allocators = ServiceAllocators::new(ServiceStack::IPv6);
+        let mut svc = json!({"spec": {"type": "LoadBalancer", "ipFamilyPolicy": "PreferDualStack", "ports": [{"port": 80}]}});
+        prepare_create(&mut allocators, &mut svc)?;
+        assert_eq!(svc["spec"]["clusterIPs"], json!(["2001:db8:ffff::1"]));
+        assert_eq!("ipv6".parse::<ServiceStack>(), Ok(ServiceStack::IPv6));
+        assert!("v6".parse::<ServiceStack>().is_err());
         Ok(())
     }
 

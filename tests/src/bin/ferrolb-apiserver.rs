@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use ferrolb_tests::apiserver::{ApiServerConfig, ApiServerHandle, write_kubeconfig};
+use ferrolb_tests::apiserver::{ApiServerConfig, ApiServerHandle, ServiceStack, write_kubeconfig};
 
 #[derive(Parser)]
 #[command(about = "In-memory Kubernetes API server double for FerroLB tests")]
@@ -22,6 +22,10 @@ struct Args {
     /// Seconds between watch bookmarks.
     #[arg(long, default_value_t = 5)]
     bookmark_interval_seconds: u64,
+    /// Service IP families of the simulated cluster: ipv4, ipv6, dual (IPv4 first) or
+    /// dual-ipv6-primary.
+    #[arg(long, default_value = "dual")]
+    service_stack: ServiceStack,
 }
 
 #[tokio::main]
@@ -30,6 +34,7 @@ async fn main() -> anyhow::Result<()> {
     let config = ApiServerConfig {
         history_limit: args.history_limit,
         bookmark_interval: Duration::from_secs(args.bookmark_interval_seconds.max(1)),
+        service_stack: args.service_stack,
         ..ApiServerConfig::default()
     };
     let server = ApiServerHandle::start(args.listen, config).await?;
