@@ -1032,7 +1032,9 @@ mod tests {
     }
 
     /// ipFamilies and ipFamilyPolicy after creation, or the refused fields.
-    fn defaulted(stack: ServiceStack, spec: Value) -> Result<(Value, Value), Vec<String>> {
+    type Defaulted = Result<(Value, Value), Vec<String>>;
+
+    fn defaulted(stack: ServiceStack, spec: Value) -> Defaulted {
         let mut allocators = ServiceAllocators::new(stack);
         let mut svc = json!({"spec": spec});
         svc["spec"]["ports"] = json!([{"port": 80}]);
@@ -1048,7 +1050,7 @@ mod tests {
     fn families_follow_the_cluster_stack_as_kube_apiserver_defaults_them() {
         use ServiceStack::*;
         let ok = |families: &[&str], policy: &str| Ok((json!(families), json!(policy)));
-        let cases: Vec<(ServiceStack, Value, Result<(Value, Value), Vec<String>>)> = vec![
+        let cases: Vec<(ServiceStack, Value, Defaulted)> = vec![
             (IPv4, json!({}), ok(&["IPv4"], "SingleStack")),
             (
                 IPv4,
