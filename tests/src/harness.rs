@@ -185,6 +185,22 @@ impl TestCluster {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
+    /// The Service IP families of the cluster, default first, as the API server shows them: a
+    /// PreferDualStack Service gets every family the cluster has.
+    pub async fn service_families(&self) -> anyhow::Result<Vec<String>> {
+        use k8s_openapi::api::core::v1::Service;
+        let services: Api<Service> = Api::namespaced(self.client.clone(), &self.namespace);
+        let probe: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "stack-probe"},
+            "spec": {"ipFamilyPolicy": "PreferDualStack", "ports": [{"port": 80}]},
+        }))?;
+        let created = services.create(&PostParams::default(), &probe).await?;
+        let _ = services
+            .delete("stack-probe", &DeleteParams::default())
+            .await;
+        Ok(created.spec.and_then(|s| s.ip_families).unwrap_or_default())
+    }
+
     /// Installs FerroLB's CRDs from `config/crds` (server-side apply, so a real cluster that
     /// already has them keeps them) and waits until they are served.
     pub fn install_ferrolb_crds(&self) -> anyhow::Result<()> {

@@ -546,6 +546,10 @@ async fn pool_choice_sharing_and_dual_stack() -> anyhow::Result<()> {
         lab.expect_refused("buggy-asked", &format!("198.51.100.255 ends in .0 or .255 and pool {buggy} avoids such addresses")).await?;
 
         // Dual stack.
+        let families = lab.cluster.service_families().await?;
+        if families.len() < 2 {
+            println!("skipping the dual-stack cases: this cluster's Services are {families:?} only (single_stack_clusters_get_only_their_family covers it)");
+        } else {
         lab.service("v6-only", json!({"metadata": {"annotations": {"ferrolb.io/address-pool": dual}}, "spec": {"ipFamilyPolicy": "SingleStack", "ipFamilies": ["IPv6"]}})).await?;
         let ips = lab.wait_ips("v6-only").await?;
         assert!(ips.len() == 1 && ip_in(&ips[0], "2001:db8:1::", "2001:db8:1::3"), "v6-only: {ips:?}");
@@ -559,6 +563,7 @@ async fn pool_choice_sharing_and_dual_stack() -> anyhow::Result<()> {
         lab.service("prefer-dual", json!({"metadata": {"annotations": {"ferrolb.io/address-pool": manual}}, "spec": {"ipFamilyPolicy": "PreferDualStack", "ipFamilies": ["IPv4", "IPv6"]}})).await?;
         let ips = lab.wait_ips("prefer-dual").await?;
         assert!(ips.len() == 1 && ip_in(&ips[0], "198.51.100.96", "198.51.100.99"), "prefer-dual: {ips:?}");
+        }
 
         // Sharing one requested IP.
         let sharing = |key: &str, port: u16, extra: Value| {
@@ -682,6 +687,116 @@ async fn pool_lifecycle_status_and_restart() -> anyhow::Result<()> {
         lab.finish().await
     })
     .await
+}
+
+/// The sample Service of config/samples, with the sample pool's two families, as the README
+/// deploys it.
+fn sample_service(name: &str, pool: &str, class: Option<&str>) -> anyhow::Result<Value> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../config/samples/service.yaml"
+    );
+    let text = std::fs::read_to_string(path)?;
+    let mut service = text
+        .split("\n---\n")
+        .map(serde_saphyr::from_str::<Value>)
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .find(|doc| doc["kind"] == "Service")
+        .context("config/samples/service.yaml has no Service")?;
+    service["metadata"] = json!({"name": name, "annotations": {"ferrolb.io/address-pool": pool}});
+    if let Some(class) = class {
+        service["spec"]["loadBalancerClass"] = json!(class);
+    }
+    Ok(service)
+}
+
+/// What a cluster of one stack does with each family policy: the API server defaults and
+/// refuses, and the controller hands out only the families the Service has, so that a
+/// single-stack cluster never gets an address kube-proxy does not program. On the double this
+/// runs on an IPv4-only, an IPv6-only and a dual-stack cluster; on a real cluster, on the stack it
+/// has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn single_stack_clusters_get_only_their_family() -> anyhow::Result<()> {
+    use ferrolb_tests::apiserver::{ApiServerConfig, ServiceStack};
+    let stacks: &[ServiceStack] =
+        if std::env::var_os(ferrolb_tests::harness::REAL_CLUSTER_ENV).is_some() {
+            &[ServiceStack::DualStack]
+        } else {
+            &[
+                ServiceStack::IPv4,
+                ServiceStack::IPv6,
+                ServiceStack::DualStack,
+            ]
+        };
+    for &stack in stacks {
+        let config = ApiServerConfig {
+            service_stack: stack,
+            ..ApiServerConfig::default()
+        };
+        TestCluster::run_with("ctl-stack", config, |cluster| async move {
+            let families = cluster.service_families().await?;
+            println!("cluster Services: {families:?}");
+            let mut lab = Lab::start(cluster).await?;
+            let dual = families.len() == 2;
+            let primary = families.first().cloned().unwrap_or_default();
+            let other = if primary == "IPv4" { "IPv6" } else { "IPv4" };
+            let v4 = ("198.51.100.176", "198.51.100.183");
+            let v6 = ("2001:db8:1::b0", "2001:db8:1::b7");
+            let in_family = |ip: &str, family: &str| {
+                let (first, last) = if family == "IPv4" { v4 } else { v6 };
+                ip_in(ip, first, last)
+            };
+            let pool = lab.pool("stack", &["198.51.100.176/29", "2001:db8:1::b0/125"], json!({})).await?;
+
+            // The sample Service (PreferDualStack) gets every family of the cluster, no more.
+            let sample: Service = serde_json::from_value(sample_service("sample", &pool, lab.class.as_deref())?)?;
+            lab.services.create(&PostParams::default(), &sample).await?;
+            let ips = lab.wait_ips("sample").await?;
+            let service = lab.services.get("sample").await?;
+            let service_families = service.spec.as_ref().and_then(|s| s.ip_families.clone()).unwrap_or_default();
+            assert_eq!(service_families, families, "the API server gives PreferDualStack the cluster's families");
+            if dual {
+                lab.wait_exact_ips("sample", &[&ips[0], ips.get(1).map(String::as_str).unwrap_or("<none>")]).await?;
+                assert!(ips.len() == 2 && in_family(&ips[0], &families[0]) && in_family(&ips[1], &families[1]), "sample: {ips:?}");
+            } else {
+                // No second address turns up later either.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let ips = ingress_ips(&lab.services.get("sample").await?);
+                assert!(ips.len() == 1 && in_family(&ips[0], &primary), "sample on a {primary} cluster: {ips:?}");
+            }
+
+            // No policy: SingleStack of the cluster's default family.
+            lab.service("default", json!({"metadata": {"annotations": {"ferrolb.io/address-pool": pool}}})).await?;
+            let ips = lab.wait_ips("default").await?;
+            assert!(ips.len() == 1 && in_family(&ips[0], &primary), "default: {ips:?}");
+
+            // RequireDualStack, and the other family alone: only a dual-stack cluster has them.
+            let require = lab.service("require", json!({"metadata": {"annotations": {"ferrolb.io/address-pool": pool}}, "spec": {"ipFamilyPolicy": "RequireDualStack"}})).await;
+            let other_only = lab.service("other", json!({"metadata": {"annotations": {"ferrolb.io/address-pool": pool}}, "spec": {"ipFamilyPolicy": "SingleStack", "ipFamilies": [other]}})).await;
+            if dual {
+                require?;
+                other_only?;
+                let ips = lab.wait_ips("require").await?;
+                assert_eq!(ips.len(), 2, "require: {ips:?}");
+                let ips = lab.wait_ips("other").await?;
+                assert!(ips.len() == 1 && in_family(&ips[0], other), "other: {ips:?}");
+            } else {
+                let refused = format!("{:#}", require.err().context("RequireDualStack accepted on a single-stack cluster")?);
+                assert!(refused.contains("this cluster is not configured for dual-stack services"), "{refused}");
+                let refused = format!("{:#}", other_only.err().context("the other family accepted on a single-stack cluster")?);
+                assert!(refused.contains("not configured on this cluster"), "{refused}");
+            }
+
+            // A pool without the Service's family serves it nothing, and says so.
+            let only_other = lab.pool("only-other", &[if other == "IPv4" { "198.51.100.184/30" } else { "2001:db8:1::b8/126" }], json!({"autoAssign": false})).await?;
+            lab.service("wrong-pool", json!({"metadata": {"annotations": {"ferrolb.io/address-pool": only_other}}})).await?;
+            lab.expect_refused("wrong-pool", &format!("pool {only_other} has no {primary} addresses")).await?;
+            lab.finish().await
+        })
+        .await?;
+    }
+    Ok(())
 }
 
 /// Entries the API server accepts but the controller refuses (the CEL cost budget cannot order
