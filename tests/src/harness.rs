@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
@@ -346,7 +347,14 @@ async fn delete_cluster_scoped_objects(
     }
     let pools = delete_owned::<ferrolb_crds::IPAddressPool>(client, &owned).await;
     let advertisements = delete_owned::<ferrolb_crds::L2Advertisement>(client, &owned).await;
-    pools.and(advertisements)
+    // Test CRDs are `<plural>.<namespace>.ferrolb.test`.
+    let crds = delete_owned::<CustomResourceDefinition>(client, &|name: &str| {
+        name.strip_suffix(".ferrolb.test")
+            .and_then(|rest| rest.split_once('.'))
+            .is_some_and(|(_, group_namespace)| owned(group_namespace))
+    })
+    .await;
+    pools.and(advertisements).and(crds)
 }
 
 /// Removes what killed runs left on a real cluster: test namespaces and cluster-scoped test
