@@ -13,6 +13,7 @@ use ferrolb_tests::harness::{TestCluster, eventually};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Event as CoreEvent, Namespace, Service};
+use k8s_openapi::api::events::v1::Event as EventsV1Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{
     Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, WatchEvent,
@@ -1412,6 +1413,531 @@ async fn malformed_requests_get_status_errors() -> anyhow::Result<()> {
         let code = api_code(&err).unwrap_or_default();
         assert!((400..600).contains(&code), "{err}");
         expect_code(services.get("weird").await, 404)?;
+        Ok(())
+    })
+    .await
+}
+
+// Events: one storage behind core v1 and events.k8s.io/v1, as in kube-apiserver.
+
+fn raw_events(cluster: &TestCluster, core: bool) -> Api<DynamicObject> {
+    let resource = if core {
+        kube::discovery::ApiResource::erase::<CoreEvent>(&())
+    } else {
+        kube::discovery::ApiResource::erase::<EventsV1Event>(&())
+    };
+    Api::namespaced_with(cluster.client.clone(), &cluster.namespace, &resource)
+}
+
+/// An Event as served, as JSON (data and metadata side by side).
+async fn served_event(cluster: &TestCluster, core: bool, name: &str) -> anyhow::Result<Value> {
+    Ok(serde_json::to_value(
+        raw_events(cluster, core).get(name).await?,
+    )?)
+}
+
+/// Absent or null, as Go serializes unset fields.
+fn unset(object: &Value, field: &str) -> bool {
+    object.get(field).is_none_or(Value::is_null)
+}
+
+fn cause_fields(err: &kube::Error) -> Vec<String> {
+    match err {
+        kube::Error::Api(status) => status
+            .details
+            .as_ref()
+            .map(|d| d.causes.iter().map(|c| c.field.clone()).collect())
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
+
+/// A valid new-style Event about `regarding` (a Service of that name).
+fn new_style_event(name: &str, namespace: &str, regarding: &str) -> Value {
+    json!({
+        "metadata": {"name": name},
+        "eventTime": "2026-01-02T03:04:05.123456Z",
+        "reportingController": "ferrolb.test/controller",
+        "reportingInstance": "ferrolb-test-1",
+        "action": "Allocate", "reason": "IPAllocated", "type": "Normal",
+        "note": "Assigned 198.51.100.7",
+        "regarding": {"apiVersion": "v1", "kind": "Service", "name": regarding, "namespace": namespace},
+    })
+}
+
+/// A valid old-style Event about `regarding` (a Service of that name).
+fn old_style_event(name: &str, namespace: &str, regarding: &str) -> Value {
+    json!({
+        "metadata": {"name": name},
+        "involvedObject": {"apiVersion": "v1", "kind": "Service", "name": regarding, "namespace": namespace},
+        "reason": "Synced", "message": "synced the old way", "type": "Normal",
+        "source": {"component": "ferrolb-legacy", "host": "node-a"},
+        "count": 1,
+        "firstTimestamp": "2026-01-01T00:00:00Z", "lastTimestamp": "2026-01-01T00:00:00Z",
+    })
+}
+
+#[tokio::test]
+async fn events_written_as_events_v1_read_as_core() -> anyhow::Result<()> {
+    TestCluster::run("events-v1-to-core", |cluster| async move {
+        let ns = cluster.namespace.as_str();
+        let events: Api<EventsV1Event> = Api::namespaced(cluster.client.clone(), ns);
+        let written = json!({
+            "metadata": {"name": "web.allocated", "labels": {"ferrolb.test/case": "v1-to-core"}},
+            "eventTime": "2026-01-02T03:04:05.123456Z",
+            "series": {"count": 2, "lastObservedTime": "2026-01-02T03:09:05.654321Z"},
+            "reportingController": "ferrolb.test/controller",
+            "reportingInstance": "ferrolb-test-1",
+            "action": "Allocate", "reason": "IPAllocated", "type": "Warning",
+            "note": "Assigned 198.51.100.7",
+            "regarding": {"apiVersion": "v1", "kind": "Service", "name": "web", "namespace": ns,
+                          "uid": "5b0c3f7e-1111-4000-8000-000000000001", "resourceVersion": "42",
+                          "fieldPath": "spec.ports{http}"},
+            "related": {"apiVersion": "v1", "kind": "ConfigMap", "name": "pool", "namespace": ns},
+        });
+        let created = events
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(written.clone())?,
+            )
+            .await?;
+
+        let core = served_event(&cluster, true, "web.allocated").await?;
+        assert_eq!(core["apiVersion"], "v1");
+        assert_eq!(core["kind"], "Event");
+        assert_eq!(
+            core["metadata"]["uid"].as_str(),
+            created.metadata.uid.as_deref()
+        );
+        assert_eq!(
+            core["metadata"]["resourceVersion"].as_str(),
+            created.metadata.resource_version.as_deref(),
+            "one object, one resourceVersion"
+        );
+        assert_eq!(core["metadata"]["labels"], written["metadata"]["labels"]);
+        assert_eq!(core["involvedObject"], written["regarding"]);
+        assert_eq!(core["related"], written["related"]);
+        assert_eq!(core["message"], written["note"]);
+        assert_eq!(core["reportingComponent"], written["reportingController"]);
+        assert_eq!(core["reportingInstance"], written["reportingInstance"]);
+        for same in ["eventTime", "series", "action", "reason", "type"] {
+            assert_eq!(core[same], written[same], "{same}");
+        }
+        // The deprecated fields were not written, and nothing fills them in:
+        // not the series (count, lastTimestamp), not the reporter (source).
+        for deprecated in ["count", "firstTimestamp", "lastTimestamp"] {
+            assert!(unset(&core, deprecated), "{deprecated}: {core}");
+        }
+        assert!(core.pointer("/source/component").is_none(), "{core}");
+        assert!(core.pointer("/source/host").is_none(), "{core}");
+
+        // The core list has it too, and the typed core client reads it.
+        let core_events: Api<CoreEvent> = Api::namespaced(cluster.client.clone(), ns);
+        let listed = core_events.list(&ListParams::default()).await?;
+        assert!(names(&listed.items).contains(&"web.allocated".to_string()));
+
+        // Read back through events.k8s.io/v1, it is what was written.
+        let again = served_event(&cluster, false, "web.allocated").await?;
+        for field in [
+            "eventTime",
+            "series",
+            "reportingController",
+            "reportingInstance",
+            "action",
+            "reason",
+            "type",
+            "note",
+            "regarding",
+            "related",
+        ] {
+            assert_eq!(again[field], written[field], "{field}");
+        }
+        for deprecated in [
+            "deprecatedCount",
+            "deprecatedFirstTimestamp",
+            "deprecatedLastTimestamp",
+        ] {
+            assert!(unset(&again, deprecated), "{deprecated}: {again}");
+        }
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn events_written_as_core_read_as_events_v1() -> anyhow::Result<()> {
+    TestCluster::run("events-core-to-v1", |cluster| async move {
+        let ns = cluster.namespace.as_str();
+        let core_events: Api<CoreEvent> = Api::namespaced(cluster.client.clone(), ns);
+        let written = json!({
+            "metadata": {"name": "web.synced"},
+            "involvedObject": {"apiVersion": "v1", "kind": "Service", "name": "web", "namespace": ns,
+                               "uid": "5b0c3f7e-2222-4000-8000-000000000002",
+                               "fieldPath": "spec.ports{http}"},
+            "related": {"apiVersion": "v1", "kind": "ConfigMap", "name": "pool", "namespace": ns},
+            "reason": "Synced", "message": "synced the old way", "type": "Normal",
+            "source": {"component": "ferrolb-legacy", "host": "node-a"},
+            "count": 3,
+            "firstTimestamp": "2026-01-01T00:00:00Z", "lastTimestamp": "2026-01-01T00:05:00Z",
+            "action": "Sync",
+            "reportingComponent": "ferrolb.test/legacy", "reportingInstance": "legacy-1",
+        });
+        let created = core_events
+            .create(&PostParams::default(), &serde_json::from_value(written.clone())?)
+            .await?;
+
+        let served = served_event(&cluster, false, "web.synced").await?;
+        assert_eq!(served["apiVersion"], "events.k8s.io/v1");
+        assert_eq!(served["metadata"]["uid"].as_str(), created.metadata.uid.as_deref());
+        assert_eq!(served["regarding"], written["involvedObject"]);
+        assert_eq!(served["related"], written["related"]);
+        assert_eq!(served["note"], written["message"]);
+        assert_eq!(served["deprecatedSource"], written["source"]);
+        assert_eq!(served["deprecatedCount"], written["count"]);
+        assert_eq!(served["deprecatedFirstTimestamp"], written["firstTimestamp"]);
+        assert_eq!(served["deprecatedLastTimestamp"], written["lastTimestamp"]);
+        assert_eq!(served["reportingController"], written["reportingComponent"]);
+        assert_eq!(served["reportingInstance"], written["reportingInstance"]);
+        for same in ["action", "reason", "type"] {
+            assert_eq!(served[same], written[same], "{same}");
+        }
+        // An old-style Event has no eventTime, and its count is no series.
+        assert!(unset(&served, "eventTime"), "{served}");
+        assert!(unset(&served, "series"), "{served}");
+        for core_only in ["involvedObject", "message", "source", "count", "reportingComponent"] {
+            assert!(served.get(core_only).is_none(), "{core_only}: {served}");
+        }
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn events_validation_depends_on_the_api() -> anyhow::Result<()> {
+    TestCluster::run("events-validation", |cluster| async move {
+        let ns = cluster.namespace.as_str();
+        let events: Api<EventsV1Event> = Api::namespaced(cluster.client.clone(), ns);
+        let core_events: Api<CoreEvent> = Api::namespaced(cluster.client.clone(), ns);
+        let post = PostParams::default();
+
+        let mut refusals: Vec<(Value, &str)> = Vec::new();
+        let mut bare = new_style_event("bare", ns, "web");
+        bare.as_object_mut().map(|o| o.remove("eventTime"));
+        refusals.push((bare, "eventTime"));
+        for (field, cause) in [
+            ("reportingController", "reportingController"),
+            ("reportingInstance", "reportingInstance"),
+            ("action", "action"),
+            ("reason", "reason"),
+            ("type", "type"),
+        ] {
+            let mut event = new_style_event("unreported", ns, "web");
+            event.as_object_mut().map(|o| o.remove(field));
+            refusals.push((event, cause));
+        }
+        let mut elsewhere = new_style_event("elsewhere", ns, "web");
+        elsewhere["regarding"]["namespace"] = Value::Null;
+        refusals.push((elsewhere, "involvedObject.namespace"));
+        // The deprecated fields are for reading old Events, not writing new ones.
+        for (field, value, cause) in [
+            ("deprecatedCount", json!(2), "count"),
+            ("deprecatedSource", json!({"component": "x"}), "source"),
+            ("deprecatedFirstTimestamp", json!("2026-01-01T00:00:00Z"), "firstTimestamp"),
+        ] {
+            let mut event = new_style_event("deprecated", ns, "web");
+            event[field] = value;
+            refusals.push((event, cause));
+        }
+        let mut short_series = new_style_event("short", ns, "web");
+        short_series["series"] = json!({"count": 1, "lastObservedTime": "2026-01-02T03:04:05.123456Z"});
+        refusals.push((short_series, "series.count"));
+        for (body, cause) in refusals {
+            let err = expect_code(
+                events.create(&post, &serde_json::from_value(body.clone())?).await,
+                422,
+            )?;
+            assert!(cause_fields(&err).iter().any(|f| f == cause), "{cause}: {err} for {body}");
+        }
+
+        // Core v1 takes old-style Events as they come, but a new-style one
+        // (with eventTime) must still say who reported it.
+        let mut half_new = old_style_event("half-new", ns, "web");
+        half_new["eventTime"] = json!("2026-01-02T03:04:05.123456Z");
+        let err = expect_code(
+            core_events.create(&post, &serde_json::from_value(half_new)?).await,
+            422,
+        )?;
+        assert!(cause_fields(&err).iter().any(|f| f == "reportingComponent"), "{err}");
+        let mut other_namespace = old_style_event("other-ns", ns, "web");
+        other_namespace["involvedObject"]["namespace"] = json!("kube-system");
+        let err = expect_code(
+            core_events.create(&post, &serde_json::from_value(other_namespace)?).await,
+            422,
+        )?;
+        assert!(cause_fields(&err).iter().any(|f| f == "involvedObject.namespace"), "{err}");
+        core_events
+            .create(&post, &serde_json::from_value(old_style_event("old", ns, "web"))?)
+            .await?;
+
+        // Through events.k8s.io/v1 an Event only grows its series ...
+        events
+            .create(&post, &serde_json::from_value(new_style_event("rules", ns, "web"))?)
+            .await?;
+        let patch = PatchParams::default();
+        let err = expect_code(
+            events
+                .patch("rules", &patch, &Patch::Merge(json!({"note": "changed"})))
+                .await,
+            422,
+        )?;
+        assert!(cause_fields(&err).iter().any(|f| f == "message"), "{err}");
+        let grown = events
+            .patch(
+                "rules",
+                &patch,
+                &Patch::Merge(json!({"series": {"count": 2, "lastObservedTime": "2026-01-02T03:10:00.000000Z"}})),
+            )
+            .await?;
+        assert_eq!(grown.series.map(|s| s.count), Some(2));
+        // ... while core v1 changes what it likes, for both to see.
+        core_events
+            .patch("rules", &patch, &Patch::Merge(json!({"message": "changed through core"})))
+            .await?;
+        assert_eq!(
+            events.get("rules").await?.note.as_deref(),
+            Some("changed through core")
+        );
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn events_field_selectors_on_both_apis() -> anyhow::Result<()> {
+    TestCluster::run("events-selectors", |cluster| async move {
+        let ns = cluster.namespace.as_str();
+        let events: Api<EventsV1Event> = Api::namespaced(cluster.client.clone(), ns);
+        let core_events: Api<CoreEvent> = Api::namespaced(cluster.client.clone(), ns);
+        let post = PostParams::default();
+        let mut a = new_style_event("sel-a", ns, "svc-a");
+        a["regarding"]["uid"] = json!("5b0c3f7e-3333-4000-8000-00000000000a");
+        a["reportingController"] = json!("ferrolb.test/one");
+        events.create(&post, &serde_json::from_value(a)?).await?;
+        let mut b = old_style_event("sel-b", ns, "svc-b");
+        b["type"] = json!("Warning");
+        b["reason"] = json!("Beta");
+        core_events.create(&post, &serde_json::from_value(b)?).await?;
+        let mut c = new_style_event("sel-c", ns, "cm-c");
+        c["regarding"]["kind"] = json!("ConfigMap");
+        c["reportingController"] = json!("ferrolb.test/two");
+        events.create(&post, &serde_json::from_value(c)?).await?;
+        let ours = ["sel-a", "sel-b", "sel-c"];
+        let only_ours = |listed: Vec<String>| -> Vec<String> {
+            listed.into_iter().filter(|n| ours.contains(&n.as_str())).collect()
+        };
+
+        let describe_style = format!(
+            "involvedObject.name=svc-a,involvedObject.namespace={ns},involvedObject.kind=Service,involvedObject.uid=5b0c3f7e-3333-4000-8000-00000000000a"
+        );
+        for (selector, expected) in [
+            ("involvedObject.name=svc-a", vec!["sel-a"]),
+            ("involvedObject.kind=Service", vec!["sel-a", "sel-b"]),
+            ("involvedObject.apiVersion=v1,involvedObject.kind!=Service", vec!["sel-c"]),
+            (describe_style.as_str(), vec!["sel-a"]),
+            ("reason=IPAllocated", vec!["sel-a", "sel-c"]),
+            ("type=Warning", vec!["sel-b"]),
+            ("type!=Warning", vec!["sel-a", "sel-c"]),
+            ("reportingComponent=ferrolb.test/one", vec!["sel-a"]),
+            // source is source.component, or the reporter for new-style Events.
+            ("source=ferrolb-legacy", vec!["sel-b"]),
+            ("source=ferrolb.test/two", vec!["sel-c"]),
+            ("metadata.name=sel-b", vec!["sel-b"]),
+        ] {
+            let listed = core_events.list(&ListParams::default().fields(selector)).await?;
+            assert_eq!(only_ours(names(&listed.items)), expected, "core {selector}");
+        }
+        for (selector, expected) in [
+            ("regarding.name=svc-b", vec!["sel-b"]),
+            ("regarding.kind=ConfigMap", vec!["sel-c"]),
+            (&format!("regarding.namespace={ns},regarding.kind=Service") as &str, vec!["sel-a", "sel-b"]),
+            ("regarding.uid=5b0c3f7e-3333-4000-8000-00000000000a", vec!["sel-a"]),
+            ("reportingController=ferrolb.test/two", vec!["sel-c"]),
+            ("reason=Beta", vec!["sel-b"]),
+            ("type=Normal", vec!["sel-a", "sel-c"]),
+            ("source=ferrolb-legacy", vec!["sel-b"]),
+            ("metadata.name=sel-a", vec!["sel-a"]),
+        ] {
+            let listed = events.list(&ListParams::default().fields(selector)).await?;
+            assert_eq!(only_ours(names(&listed.items)), expected, "events.k8s.io {selector}");
+        }
+        // Each API takes its own field names only.
+        for bad in ["regarding.name=svc-a", "note=x", "involvedObject.bogus=x"] {
+            expect_code(core_events.list(&ListParams::default().fields(bad)).await, 400)?;
+        }
+        for bad in ["involvedObject.name=svc-a", "reportingComponent=x", "note=x"] {
+            expect_code(events.list(&ListParams::default().fields(bad)).await, 400)?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn events_watches_see_writes_through_either_api() -> anyhow::Result<()> {
+    TestCluster::run("events-watch", |cluster| async move {
+        let ns = cluster.namespace.as_str();
+        let events: Api<EventsV1Event> = Api::namespaced(cluster.client.clone(), ns);
+        let core_events: Api<CoreEvent> = Api::namespaced(cluster.client.clone(), ns);
+        let from = core_events
+            .list(&ListParams::default())
+            .await?
+            .metadata
+            .resource_version
+            .unwrap_or_default();
+        let mut core_stream = core_events
+            .watch(&WatchParams::default().fields("involvedObject.name=watched").timeout(20), &from)
+            .await?
+            .boxed();
+        let mut new_stream = events
+            .watch(&WatchParams::default().fields("regarding.name=watched").timeout(20), &from)
+            .await?
+            .boxed();
+
+        let post = PostParams::default();
+        let patch = PatchParams::default();
+        events
+            .create(&post, &serde_json::from_value(new_style_event("w-new", ns, "watched"))?)
+            .await?;
+        events
+            .create(&post, &serde_json::from_value(new_style_event("w-elsewhere", ns, "unwatched"))?)
+            .await?;
+        events
+            .patch(
+                "w-new",
+                &patch,
+                &Patch::Merge(json!({"series": {"count": 2, "lastObservedTime": "2026-01-02T03:10:00.000000Z"}})),
+            )
+            .await?;
+        core_events
+            .create(&post, &serde_json::from_value(old_style_event("w-old", ns, "watched"))?)
+            .await?;
+        core_events
+            .patch("w-old", &patch, &Patch::Merge(json!({"message": "changed the old way"})))
+            .await?;
+        core_events.delete("w-new", &DeleteParams::default()).await?;
+        events.delete("w-old", &DeleteParams::default()).await?;
+        let expected = vec![
+            ("ADDED", "w-new"),
+            ("MODIFIED", "w-new"),
+            ("ADDED", "w-old"),
+            ("MODIFIED", "w-old"),
+            ("DELETED", "w-new"),
+            ("DELETED", "w-old"),
+        ];
+
+        // (type, name, message as the API names it, series count)
+        let mut through_core: Vec<(&str, String, Option<String>, Option<i32>)> = Vec::new();
+        while through_core.len() < expected.len() {
+            let next = tokio::time::timeout(Duration::from_secs(15), core_stream.try_next()).await??;
+            let (kind, event) = match next {
+                Some(WatchEvent::Added(e)) => ("ADDED", e),
+                Some(WatchEvent::Modified(e)) => ("MODIFIED", e),
+                Some(WatchEvent::Deleted(e)) => ("DELETED", e),
+                Some(WatchEvent::Bookmark(_)) => continue,
+                Some(WatchEvent::Error(status)) => anyhow::bail!("watch error: {status:?}"),
+                None => anyhow::bail!("core watch ended early after {through_core:?}"),
+            };
+            let count = event.series.as_ref().and_then(|s| s.count);
+            through_core.push((kind, event.metadata.name.unwrap_or_default(), event.message, count));
+        }
+        let mut through_v1: Vec<(&str, String, Option<String>, Option<i32>)> = Vec::new();
+        while through_v1.len() < expected.len() {
+            let next = tokio::time::timeout(Duration::from_secs(15), new_stream.try_next()).await??;
+            let (kind, event) = match next {
+                Some(WatchEvent::Added(e)) => ("ADDED", e),
+                Some(WatchEvent::Modified(e)) => ("MODIFIED", e),
+                Some(WatchEvent::Deleted(e)) => ("DELETED", e),
+                Some(WatchEvent::Bookmark(_)) => continue,
+                Some(WatchEvent::Error(status)) => anyhow::bail!("watch error: {status:?}"),
+                None => anyhow::bail!("events.k8s.io watch ended early after {through_v1:?}"),
+            };
+            let count = event.series.as_ref().map(|s| s.count);
+            through_v1.push((kind, event.metadata.name.unwrap_or_default(), event.note, count));
+        }
+        for seen in [&through_core, &through_v1] {
+            let order: Vec<(&str, &str)> = seen.iter().map(|(k, n, _, _)| (*k, n.as_str())).collect();
+            assert_eq!(order, expected, "{seen:?}");
+            let new_note = Some("Assigned 198.51.100.7".to_string());
+            assert_eq!(seen[0].2, new_note, "written as note, seen either way");
+            assert_eq!(seen[1].3, Some(2), "the series");
+            assert_eq!(seen[2].2.as_deref(), Some("synced the old way"));
+            assert_eq!(seen[3].2.as_deref(), Some("changed the old way"));
+        }
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn events_deleted_through_one_api_are_gone_from_the_other() -> anyhow::Result<()> {
+    TestCluster::run("events-delete", |cluster| async move {
+        let ns = cluster.namespace.as_str();
+        let events: Api<EventsV1Event> = Api::namespaced(cluster.client.clone(), ns);
+        let core_events: Api<CoreEvent> = Api::namespaced(cluster.client.clone(), ns);
+        let post = PostParams::default();
+        events
+            .create(
+                &post,
+                &serde_json::from_value(new_style_event("d-new", ns, "web"))?,
+            )
+            .await?;
+        core_events
+            .create(
+                &post,
+                &serde_json::from_value(old_style_event("d-old", ns, "web"))?,
+            )
+            .await?;
+        // One object: creating it again through the other API conflicts.
+        expect_code(
+            core_events
+                .create(
+                    &post,
+                    &serde_json::from_value(old_style_event("d-new", ns, "web"))?,
+                )
+                .await,
+            409,
+        )?;
+        core_events
+            .delete("d-new", &DeleteParams::default())
+            .await?;
+        events.delete("d-old", &DeleteParams::default()).await?;
+        for name in ["d-new", "d-old"] {
+            expect_code(events.get(name).await, 404)?;
+            expect_code(core_events.get(name).await, 404)?;
+        }
+
+        for i in 0..3 {
+            events
+                .create(
+                    &post,
+                    &serde_json::from_value(new_style_event(&format!("dc-{i}"), ns, "swept"))?,
+                )
+                .await?;
+        }
+        events
+            .delete_collection(
+                &DeleteParams::default(),
+                &ListParams::default().fields("regarding.name=swept"),
+            )
+            .await?;
+        let left = eventually(Duration::from_secs(10), || async {
+            let left = core_events
+                .list(&ListParams::default().fields("involvedObject.name=swept"))
+                .await?;
+            Ok(left.items.is_empty().then_some(left))
+        })
+        .await?;
+        assert!(left.items.is_empty());
         Ok(())
     })
     .await

@@ -328,3 +328,113 @@ async fn kubectl_imperative_create_commands() -> anyhow::Result<()> {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kubectl_describe_lists_events_published_through_events_v1() -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::Service;
+    use kube::Resource as _;
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+
+    if !kubectl_available("kubectl_describe_lists_events_published_through_events_v1") {
+        return Ok(());
+    }
+    TestCluster::run("kubectl-events", |cluster| async move {
+        cluster.kubectl_ok(&["create", "-f", "-"], Some(SERVICE_YAML))?;
+        let services: kube::Api<Service> =
+            kube::Api::namespaced(cluster.client.clone(), &cluster.namespace);
+        let reference = services.get("web").await?.object_ref(&());
+        // As the controller publishes: events.k8s.io/v1 through kube-rs.
+        let recorder = Recorder::new(
+            cluster.client.clone(),
+            Reporter {
+                controller: "ferrolb-controller".into(),
+                instance: Some("ferrolb-controller-test".into()),
+            },
+        );
+        let event = Event {
+            type_: EventType::Normal,
+            reason: "IPAllocated".into(),
+            note: Some("Assigned IP 198.51.100.41".into()),
+            action: "Allocate".into(),
+            secondary: None,
+        };
+        recorder.publish(&event, &reference).await?;
+
+        // kubectl describe lists the Service's events through core v1.
+        let described = cluster.kubectl_ok(&["describe", "service", "web"], None)?;
+        let events = described.split("Events:").nth(1).unwrap_or_default();
+        let line = events
+            .lines()
+            .find(|l| l.contains("IPAllocated"))
+            .ok_or_else(|| anyhow::anyhow!("describe lists no IPAllocated event: {described}"))?;
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(cells.first(), Some(&"Normal"), "{line}");
+        assert_eq!(cells.get(1), Some(&"IPAllocated"), "{line}");
+        assert!(
+            cells.contains(&"ferrolb-controller"),
+            "From is the reporting controller: {line}"
+        );
+        assert!(
+            line.trim_end().ends_with("Assigned IP 198.51.100.41"),
+            "{line}"
+        );
+
+        // Publishing it again grows a series, which describe counts.
+        recorder.publish(&event, &reference).await?;
+        let described = cluster.kubectl_ok(&["describe", "service", "web"], None)?;
+        let events = described.split("Events:").nth(1).unwrap_or_default();
+        assert!(
+            events
+                .lines()
+                .any(|l| l.contains("IPAllocated") && l.contains("(x2 over")),
+            "{described}"
+        );
+
+        // Both Event APIs print the same table.
+        for resource in ["events", "events.events.k8s.io"] {
+            let table = cluster.kubectl_ok(&["get", resource], None)?;
+            let header: Vec<&str> = table
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .split_whitespace()
+                .collect();
+            assert_eq!(
+                header,
+                vec!["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"],
+                "{table}"
+            );
+            let row = table
+                .lines()
+                .find(|l| l.contains("IPAllocated"))
+                .ok_or_else(|| anyhow::anyhow!("kubectl get {resource}: {table}"))?;
+            assert!(
+                row.contains("Normal") && row.contains("service/web"),
+                "{row}"
+            );
+            assert!(
+                row.trim_end().ends_with("Assigned IP 198.51.100.41"),
+                "{row}"
+            );
+        }
+        let wide = cluster.kubectl_ok(&["get", "events", "-o", "wide"], None)?;
+        let header = wide.lines().next().unwrap_or_default();
+        for column in ["SUBOBJECT", "SOURCE", "FIRST SEEN", "COUNT", "NAME"] {
+            assert!(header.contains(column), "{wide}");
+        }
+        let row = wide
+            .lines()
+            .find(|l| l.contains("IPAllocated"))
+            .unwrap_or_default();
+        assert!(
+            row.contains("ferrolb-controller, ferrolb-controller-test"),
+            "{wide}"
+        );
+        assert!(
+            row.split_whitespace().any(|cell| cell == "2"),
+            "the series count: {wide}"
+        );
+        Ok(())
+    })
+    .await
+}

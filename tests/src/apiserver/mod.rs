@@ -33,12 +33,17 @@
 //!   bounds, maxLength), defaulted, pruned and validated with their
 //!   `x-kubernetes-validations` CEL rules via kube-cel; other OpenAPI
 //!   keywords (pattern, formats, oneOf, ...) are not enforced.
+//! - Events are served as core `v1` and `events.k8s.io/v1` from one storage,
+//!   converted and validated per API as kube-apiserver does (see [`events`]),
+//!   but they never expire (kube-apiserver drops them after `--event-ttl`,
+//!   one hour by default).
 //! - `generation` is set and bumped for every type (kube-apiserver leaves it
 //!   out for some, e.g. ConfigMaps).
 
 pub mod apply;
 pub mod crd;
 pub mod error;
+pub mod events;
 pub mod faults;
 pub mod metrics;
 pub mod objects;

@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 
 use super::crd;
 use super::error::{ApiError, ApiResult, Cause};
+use super::events::{self, EventApi};
 use super::resources::ResourceType;
 use super::service;
 use super::store::{StoreState, meta_str};
@@ -30,6 +31,9 @@ fn random_suffix(state: &mut StoreState) -> String {
 }
 
 fn name_rule(rt: &ResourceType) -> NameRule {
+    if EventApi::of(rt) == Some(EventApi::Core) {
+        return NameRule::PathSegment;
+    }
     if rt.group.is_empty() && matches!(rt.plural.as_str(), "services" | "namespaces") {
         NameRule::Label
     } else {
@@ -205,6 +209,48 @@ fn custom_admission(
     Ok(admitted.object)
 }
 
+/// Events arrive in either API's form and are kept in the core form, as
+/// kube-apiserver keeps them; fields the API does not have are dropped, and
+/// reported as `fieldValidation` asks.
+fn event_to_storage(api: EventApi, object: &Value, admission: &mut Admission) -> ApiResult<Value> {
+    let incoming = events::to_storage(api, object).map_err(ApiError::bad_request)?;
+    let unknown = incoming
+        .unknown_fields
+        .iter()
+        .map(|field| format!("unknown field \"{field}\""));
+    match admission.field_validation {
+        FieldValidation::Ignore => {}
+        FieldValidation::Warn => admission.warnings.extend(unknown),
+        FieldValidation::Strict => {
+            let unknown: Vec<String> = unknown.collect();
+            if !unknown.is_empty() {
+                return Err(ApiError::bad_request(format!(
+                    "strict decoding error: {}",
+                    unknown.join(", ")
+                )));
+            }
+        }
+    }
+    Ok(incoming.stored)
+}
+
+fn validate_event(
+    rt: &ResourceType,
+    name: &str,
+    object: &Value,
+    old: Option<&Value>,
+) -> ApiResult<()> {
+    let Some(api) = EventApi::of(rt) else {
+        return Ok(());
+    };
+    let causes = events::validate(api, object, old);
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(invalid(rt, name, causes))
+    }
+}
+
 pub fn create(
     state: &mut StoreState,
     rt: &ResourceType,
@@ -215,6 +261,9 @@ pub fn create(
     ensure_object(&object)?;
     object["apiVersion"] = json!(rt.api_version());
     object["kind"] = json!(rt.kind);
+    if let Some(api) = EventApi::of(rt) {
+        object = event_to_storage(api, &object, admission)?;
+    }
     if !object["metadata"].is_object() {
         object["metadata"] = json!({});
     }
@@ -253,6 +302,7 @@ pub fn create(
     if !causes.is_empty() {
         return Err(invalid(rt, &name, causes));
     }
+    validate_event(rt, &name, &object, None)?;
     if state
         .get(&rt.storage_key(), namespace_of(rt, namespace), &name)
         .is_some()
@@ -397,6 +447,9 @@ pub fn update(
     }
     object["apiVersion"] = json!(rt.api_version());
     object["kind"] = json!(rt.kind);
+    if let Some(api) = EventApi::of(rt) {
+        object = event_to_storage(api, &object, admission)?;
+    }
     for immutable in [
         "name",
         "namespace",
@@ -416,10 +469,18 @@ pub fn update(
             }
         }
     }
-    let causes = validate_metadata(&object, name_rule(rt));
+    // An Event's name was checked on create, by the rule of the API it was
+    // created through; the other API must still be able to update it.
+    let rule = if EventApi::of(rt).is_some() {
+        NameRule::PathSegment
+    } else {
+        name_rule(rt)
+    };
+    let causes = validate_metadata(&object, rule);
     if !causes.is_empty() {
         return Err(invalid(rt, name, causes));
     }
+    validate_event(rt, name, &object, Some(&old))?;
     fold_secret_string_data(rt, &mut object);
     match (rt.group.as_str(), rt.plural.as_str()) {
         ("", "services") => {
@@ -631,9 +692,13 @@ pub fn seed(state: &mut StoreState) {
     }
 }
 
-/// Converts a stored object to the version a request asked for; versions
-/// of one type share storage and differ only in `apiVersion` here.
+/// Converts a stored object to the version a request asked for. Versions
+/// of one type share storage and differ only in `apiVersion` here, except
+/// Events, which are converted field by field (see [`events`]).
 pub fn as_version(rt: &ResourceType, mut object: Value) -> Value {
+    if EventApi::of(rt) == Some(EventApi::EventsV1) {
+        return events::to_api(EventApi::EventsV1, &object);
+    }
     object["apiVersion"] = json!(rt.api_version());
     object
 }

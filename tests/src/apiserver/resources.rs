@@ -3,6 +3,8 @@
 
 use serde_json::{Value, json};
 
+use super::events::EventApi;
+
 /// What the double knows about one CRD-defined type.
 #[derive(Debug, Clone, Default)]
 pub struct CustomTypeInfo {
@@ -61,8 +63,12 @@ impl ResourceType {
         }
     }
 
-    /// Key under which objects are stored: versions of one type share storage.
+    /// Key under which objects are stored: versions of one type share
+    /// storage, and so do core and events.k8s.io Events, as in kube-apiserver.
     pub fn storage_key(&self) -> String {
+        if EventApi::of(self).is_some() {
+            return "/events".into();
+        }
         format!("{}/{}", self.group, self.plural)
     }
 

@@ -3,6 +3,7 @@
 use serde_json::Value;
 
 use super::error::{ApiError, ApiResult};
+use super::events::{self, EventApi};
 
 #[derive(Debug, Clone, PartialEq)]
 enum LabelRequirement {
@@ -126,6 +127,8 @@ struct FieldRequirement {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct FieldSelector {
     requirements: Vec<FieldRequirement>,
+    /// Selects stored Events, whose field labels are those of the core form.
+    events: bool,
 }
 
 /// Field labels kube-apiserver supports beyond metadata.name/namespace.
@@ -134,14 +137,6 @@ fn supported_field(plural: &str, group: &str, path: &str) -> bool {
         return true;
     }
     match (group, plural) {
-        ("", "events") => {
-            path.starts_with("involvedObject.")
-                || matches!(path, "reason" | "reportingComponent" | "source" | "type")
-        }
-        ("events.k8s.io", "events") => {
-            path.starts_with("regarding.")
-                || matches!(path, "reason" | "type" | "reportingController")
-        }
         ("", "pods") => matches!(
             path,
             "spec.nodeName" | "status.phase" | "spec.restartPolicy"
@@ -154,6 +149,7 @@ fn supported_field(plural: &str, group: &str, path: &str) -> bool {
 
 impl FieldSelector {
     pub fn parse(input: &str, group: &str, plural: &str) -> ApiResult<Self> {
+        let event_api = EventApi::from_group(group, plural);
         let mut requirements = Vec::new();
         for part in split_top_level(input) {
             let (path, value, negated) = if let Some((k, v)) = part.split_once("!=") {
@@ -168,37 +164,38 @@ impl FieldSelector {
                 )));
             };
             let path = path.trim();
-            if !supported_field(plural, group, path) {
-                return Err(ApiError::bad_request(format!(
-                    "field label not supported: {path}"
-                )));
-            }
+            let unsupported =
+                || ApiError::bad_request(format!("field label not supported: {path}"));
+            // Both Event APIs select on the stored core form, so their
+            // labels become core ones, as kube-apiserver converts them.
+            let path = match event_api {
+                Some(api) => events::field_label(api, path).ok_or_else(unsupported)?,
+                None if supported_field(plural, group, path) => path,
+                None => return Err(unsupported()),
+            };
             requirements.push(FieldRequirement {
                 path: path.to_string(),
                 value: value.trim().to_string(),
                 negated,
             });
         }
-        Ok(Self { requirements })
+        Ok(Self {
+            requirements,
+            events: event_api.is_some(),
+        })
     }
 
     pub fn matches(&self, object: &Value) -> bool {
         self.requirements.iter().all(|r| {
-            let pointer = format!("/{}", r.path.replace('.', "/"));
-            let actual = match object.pointer(&pointer) {
-                Some(Value::String(s)) => s.clone(),
-                Some(Value::Null) | None => String::new(),
-                Some(other) => other.to_string(),
-            };
-            // "source" on core events is an object; kube-apiserver matches its component.
-            let actual = if r.path == "source" {
-                object
-                    .pointer("/source/component")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string()
+            let actual = if self.events {
+                events::selectable_field(object, &r.path)
             } else {
-                actual
+                let pointer = format!("/{}", r.path.replace('.', "/"));
+                match object.pointer(&pointer) {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(Value::Null) | None => String::new(),
+                    Some(other) => other.to_string(),
+                }
             };
             (actual == r.value) != r.negated
         })
@@ -248,6 +245,34 @@ mod tests {
         )?;
         assert!(selector.matches(&event));
         assert!(FieldSelector::parse("spec.foo=1", "", "services").is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn events_k8s_io_selectors_select_on_the_stored_core_form() -> ApiResult<()> {
+        let stored = json!({"metadata": {"name": "e1", "namespace": "ns"},
+            "involvedObject": {"name": "svc", "kind": "Service"},
+            "source": {}, "reportingComponent": "ferrolb.io/controller"});
+        for selector in [
+            "regarding.name=svc,regarding.kind=Service",
+            "reportingController=ferrolb.io/controller",
+            "source=ferrolb.io/controller",
+            "metadata.name=e1",
+        ] {
+            let parsed = FieldSelector::parse(selector, "events.k8s.io", "events")?;
+            assert!(parsed.matches(&stored), "{selector}");
+        }
+        assert!(
+            !FieldSelector::parse("regarding.name=other", "events.k8s.io", "events")?
+                .matches(&stored)
+        );
+        assert!(
+            FieldSelector::parse("involvedObject.name=svc", "events.k8s.io", "events").is_err()
+        );
+        assert!(FieldSelector::parse("regarding.name=svc", "", "events").is_err());
+        assert!(
+            FieldSelector::parse("source=ferrolb.io/controller", "", "events")?.matches(&stored)
+        );
         Ok(())
     }
 }

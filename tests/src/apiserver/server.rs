@@ -13,6 +13,7 @@ use tokio::sync::{broadcast, mpsc};
 use super::Shared;
 use super::apply;
 use super::error::{ApiError, ApiResult};
+use super::events::EventApi;
 use super::objects::{self, Admission, DeleteOptions, FieldValidation, WriteTarget, now_rfc3339};
 use super::patch;
 use super::protobuf;
@@ -417,6 +418,7 @@ fn handle_resource(shared: &Arc<Shared>, request: Request) -> ApiResult<Response
             let mut state = lock_state(shared);
             let created =
                 objects::create(&mut state, &rt, request.namespace(), body, &mut admission)?;
+            let created = objects::as_version(&rt, created);
             Ok(with_warnings(json_response(201, &created), &admission))
         }
         "update" => {
@@ -424,6 +426,13 @@ fn handle_resource(shared: &Arc<Shared>, request: Request) -> ApiResult<Response
             let target = request.target()?;
             let mut admission = request.admission()?;
             let mut state = lock_state(shared);
+            if EventApi::of(&rt).is_some()
+                && state
+                    .get(&rt.storage_key(), request.namespace(), request.name())
+                    .is_none()
+            {
+                return create_on_update(&mut state, &rt, &request, body, &mut admission);
+            }
             let updated = objects::update(
                 &mut state,
                 &rt,
@@ -433,6 +442,7 @@ fn handle_resource(shared: &Arc<Shared>, request: Request) -> ApiResult<Response
                 target,
                 &mut admission,
             )?;
+            let updated = objects::as_version(&rt, updated);
             Ok(with_warnings(json_response(200, &updated), &admission))
         }
         "patch" => patch_object(shared, &rt, &request),
@@ -446,7 +456,7 @@ fn handle_resource(shared: &Arc<Shared>, request: Request) -> ApiResult<Response
                 request.name(),
                 &options,
             )?;
-            Ok(json_response(200, &deleted))
+            Ok(json_response(200, &objects::as_version(&rt, deleted)))
         }
         "deletecollection" => {
             let selectors = Selectors::from_request(&rt, &request)?;
@@ -465,7 +475,7 @@ fn handle_resource(shared: &Arc<Shared>, request: Request) -> ApiResult<Response
             let mut deleted = Vec::new();
             for (namespace, name) in names {
                 if let Ok(object) = objects::delete(&mut state, &rt, &namespace, &name, &options) {
-                    deleted.push(object);
+                    deleted.push(objects::as_version(&rt, object));
                 }
             }
             let rv = state.current_resource_version().to_string();
@@ -476,6 +486,36 @@ fn handle_resource(shared: &Arc<Shared>, request: Request) -> ApiResult<Response
         }
         _ => Err(ApiError::method_not_allowed("method not allowed")),
     }
+}
+
+/// Events may be created by a PUT (kube-apiserver's event strategy allows
+/// create on update); the URL names the new Event.
+fn create_on_update(
+    state: &mut StoreState,
+    rt: &ResourceType,
+    request: &Request,
+    mut body: Value,
+    admission: &mut Admission,
+) -> ApiResult<Response<Body>> {
+    if !body.is_object() {
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON or YAML object",
+        ));
+    }
+    let body_name = body["metadata"]["name"].as_str().unwrap_or_default();
+    if !body_name.is_empty() && body_name != request.name() {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({body_name}) does not match the name on the URL ({})",
+            request.name()
+        )));
+    }
+    if !body["metadata"].is_object() {
+        body["metadata"] = json!({});
+    }
+    body["metadata"]["name"] = json!(request.name());
+    let created = objects::create(state, rt, request.namespace(), body, admission)?;
+    let created = objects::as_version(rt, created);
+    Ok(with_warnings(json_response(201, &created), admission))
 }
 
 fn delete_options(request: &Request) -> ApiResult<DeleteOptions> {
@@ -640,6 +680,8 @@ fn patch_object(
         .get(&rt.storage_key(), namespace, request.name())
         .cloned()
         .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, request.name()))?;
+    // Patches apply to the object as the request's version serves it.
+    let live = objects::as_version(rt, live);
     let patched = match content_type.as_str() {
         "application/merge-patch+json" => patch::merge_patch(&live, &patch_body),
         "application/json-patch+json" => patch::json_patch(&live, &patch_body)?,
@@ -662,6 +704,7 @@ fn patch_object(
         target,
         &mut admission,
     )?;
+    let updated = objects::as_version(rt, updated);
     Ok(with_warnings(json_response(200, &updated), &admission))
 }
 
@@ -701,7 +744,8 @@ fn apply_object(
     };
     let live = state
         .get(&rt.storage_key(), namespace, request.name())
-        .cloned();
+        .cloned()
+        .map(|live| objects::as_version(rt, live));
     let (code, stored) = match live {
         None => {
             if target == WriteTarget::Status {
@@ -735,6 +779,7 @@ fn apply_object(
             )
         }
     };
+    let stored = objects::as_version(rt, stored);
     Ok(with_warnings(json_response(code, &stored), &admission))
 }
 

@@ -3,6 +3,7 @@
 use jsonpath_rust::JsonPath;
 use serde_json::{Value, json};
 
+use super::events::{self, EventApi};
 use super::resources::ResourceType;
 
 /// Whether an Accept header asks for a Table.
@@ -127,28 +128,76 @@ fn service_columns() -> Vec<Column> {
     ]
 }
 
+fn text<'a>(object: &'a Value, pointer: &str) -> &'a str {
+    object
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+}
+
+fn non_empty<'a>(first: &'a str, fallback: &'a str) -> &'a str {
+    if first.is_empty() { fallback } else { first }
+}
+
+/// When an Event was first seen: `firstTimestamp`, or `eventTime` for
+/// events.k8s.io-style Events.
+fn event_first_seen(o: &Value) -> String {
+    age(o["firstTimestamp"].as_str().or(o["eventTime"].as_str()))
+}
+
+/// When an Event was last seen and how often: the series when there is one,
+/// else `lastTimestamp`/`count`, a count of 0 meaning a singleton.
+fn event_last_seen_and_count(o: &Value) -> (String, i64) {
+    if o["series"].is_object() {
+        let last = age(o["series"]["lastObservedTime"].as_str());
+        return (last, o["series"]["count"].as_i64().unwrap_or_default());
+    }
+    let last = match o["lastTimestamp"].as_str() {
+        Some(t) => age(Some(t)),
+        None => event_first_seen(o),
+    };
+    let count = o["count"].as_i64().unwrap_or_default();
+    (last, if count == 0 { 1 } else { count })
+}
+
+/// kube-apiserver's Event columns, computed from the core form (both Event
+/// APIs print the same table); priority 1 columns are what `-o wide` adds.
 fn core_event_columns() -> Vec<Column> {
     vec![
         builtin("Last Seen", "string", 0, |o| {
-            let last = o["lastTimestamp"]
-                .as_str()
-                .or(o["eventTime"].as_str())
-                .or(o["metadata"]["creationTimestamp"].as_str());
-            json!(age(last))
+            json!(event_last_seen_and_count(o).0)
         }),
-        builtin("Type", "string", 0, |o| o["type"].clone()),
-        builtin("Reason", "string", 0, |o| o["reason"].clone()),
+        builtin("Type", "string", 0, |o| json!(text(o, "/type"))),
+        builtin("Reason", "string", 0, |o| json!(text(o, "/reason"))),
         builtin("Object", "string", 0, |o| {
-            json!(format!(
-                "{}/{}",
-                o["involvedObject"]["kind"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_lowercase(),
-                o["involvedObject"]["name"].as_str().unwrap_or_default()
-            ))
+            let kind = text(o, "/involvedObject/kind").to_lowercase();
+            let name = text(o, "/involvedObject/name");
+            json!(if name.is_empty() {
+                kind
+            } else {
+                format!("{kind}/{name}")
+            })
         }),
-        builtin("Message", "string", 0, |o| o["message"].clone()),
+        builtin("Subobject", "string", 1, |o| {
+            json!(text(o, "/involvedObject/fieldPath"))
+        }),
+        builtin("Source", "string", 1, |o| {
+            let component = non_empty(text(o, "/source/component"), text(o, "/reportingComponent"));
+            let instance = non_empty(text(o, "/source/host"), text(o, "/reportingInstance"));
+            json!(if instance.is_empty() {
+                component.to_string()
+            } else {
+                format!("{component}, {instance}")
+            })
+        }),
+        builtin("Message", "string", 0, |o| {
+            json!(text(o, "/message").trim())
+        }),
+        builtin("First Seen", "string", 1, |o| json!(event_first_seen(o))),
+        builtin("Count", "string", 1, |o| {
+            json!(event_last_seen_and_count(o).1)
+        }),
+        builtin("Name", "string", 1, name_cell),
     ]
 }
 
@@ -172,7 +221,7 @@ fn columns_for(rt: &ResourceType) -> Vec<Column> {
     }
     match (rt.group.as_str(), rt.plural.as_str()) {
         ("", "services") => service_columns(),
-        ("", "events") => core_event_columns(),
+        ("", "events") | ("events.k8s.io", "events") => core_event_columns(),
         ("", "namespaces") => vec![
             builtin("Name", "string", 0, name_cell),
             builtin("Status", "string", 0, |o| o["status"]["phase"].clone()),
@@ -274,7 +323,18 @@ pub fn table(rt: &ResourceType, objects: &[Value], list_metadata: Value) -> Valu
                    "description": c.description, "priority": c.priority})
         })
         .collect();
-    let rows: Vec<Value> = objects.iter().map(|o| row(&columns, o)).collect();
+    let rows: Vec<Value> = objects
+        .iter()
+        .map(|o| match EventApi::of(rt) {
+            // events.k8s.io Events print from the core form, as the one
+            // storage behind both APIs prints them.
+            Some(EventApi::EventsV1) => match events::to_storage(EventApi::EventsV1, o) {
+                Ok(incoming) => row(&columns, &incoming.stored),
+                Err(_) => row(&columns, o),
+            },
+            _ => row(&columns, o),
+        })
+        .collect();
     json!({
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",
@@ -287,6 +347,47 @@ pub fn table(rt: &ResourceType, objects: &[Value], list_metadata: Value) -> Valu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn both_event_apis_print_the_core_columns() {
+        let registry = super::super::resources::Registry::default();
+        let stored = json!({"apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": "web.1", "namespace": "ns"},
+            "involvedObject": {"kind": "Service", "name": "web", "fieldPath": "spec"},
+            "reason": "IPAllocated", "message": " Assigned ", "type": "Normal",
+            "source": {}, "firstTimestamp": null, "lastTimestamp": null,
+            "eventTime": "2026-01-02T03:04:05.000000Z",
+            "series": {"count": 3, "lastObservedTime": "2026-01-02T03:09:05.000000Z"},
+            "reportingComponent": "ferrolb-controller", "reportingInstance": "ctl-0"});
+        for (group, object) in [
+            ("", stored.clone()),
+            ("events.k8s.io", events::to_api(EventApi::EventsV1, &stored)),
+        ] {
+            let Some(rt) = registry.find(group, "v1", "events") else {
+                panic!("no events in {group:?}");
+            };
+            let table = table(rt, &[object], json!({}));
+            let names: Vec<&str> = table["columnDefinitions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|c| c["priority"] == 0)
+                .filter_map(|c| c["name"].as_str())
+                .collect();
+            assert_eq!(
+                names,
+                vec!["Last Seen", "Type", "Reason", "Object", "Message"]
+            );
+            let cells = &table["rows"][0]["cells"];
+            assert_eq!(cells[1], "Normal", "{group}");
+            assert_eq!(cells[3], "service/web", "{group}");
+            assert_eq!(cells[4], "spec", "{group}");
+            assert_eq!(cells[5], "ferrolb-controller, ctl-0", "{group}");
+            assert_eq!(cells[6], "Assigned", "{group}");
+            assert_eq!(cells[8], 3, "{group}");
+            assert_eq!(cells[9], "web.1", "{group}");
+        }
+    }
 
     #[test]
     fn durations_read_like_kubectl() {

@@ -21,7 +21,7 @@ pub fn is_dns_subdomain(s: &str) -> bool {
 
 /// Qualified name: `[prefix/]name`, name up to 63 characters of
 /// `[A-Za-z0-9._-]` starting and ending alphanumeric.
-fn qualified_name_problem(key: &str) -> Option<String> {
+pub(super) fn qualified_name_problem(key: &str) -> Option<String> {
     let (prefix, name) = match key.split_once('/') {
         Some((prefix, name)) => (Some(prefix), name),
         None => (None, key),
@@ -72,6 +72,19 @@ pub enum NameRule {
     Subdomain,
     /// Services and namespaces: DNS-1035 / DNS-1123 label.
     Label,
+    /// Only what a URL path segment can carry: core `v1` Events, whose
+    /// strategy leaves names to the generic check.
+    PathSegment,
+}
+
+fn path_segment_problem(name: &str) -> Option<&'static str> {
+    match name {
+        "." => Some("may not be '.'"),
+        ".." => Some("may not be '..'"),
+        _ if name.contains('/') => Some("may not contain '/'"),
+        _ if name.contains('%') => Some("may not contain '%'"),
+        _ => None,
+    }
 }
 
 pub fn validate_metadata(object: &Value, name_rule: NameRule) -> Vec<Cause> {
@@ -81,7 +94,17 @@ pub fn validate_metadata(object: &Value, name_rule: NameRule) -> Vec<Cause> {
     let valid_name = match name_rule {
         NameRule::Subdomain => is_dns_subdomain(name),
         NameRule::Label => is_dns_label(name),
+        // It has messages of its own, pushed next.
+        NameRule::PathSegment => true,
     };
+    if matches!(name_rule, NameRule::PathSegment)
+        && let Some(problem) = path_segment_problem(name)
+    {
+        causes.push(Cause::invalid(
+            "metadata.name",
+            format!("Invalid value: \"{name}\": {problem}"),
+        ));
+    }
     if !valid_name {
         causes.push(Cause::invalid(
             "metadata.name",
