@@ -335,7 +335,7 @@ async fn kubectl_describe_lists_events_published_through_events_v1() -> anyhow::
     use kube::Resource as _;
     use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
-    if !kubectl_available("kubectl_describe_lists_events_published_through_events_v1") {
+    if !kubectl_available("kubectl_describe_lists_events_published_through_events_v1")? {
         return Ok(());
     }
     TestCluster::run("kubectl-events", |cluster| async move {
