@@ -37,6 +37,7 @@
 //!   out for some, e.g. ConfigMaps).
 
 pub mod apply;
+pub mod cel_cost;
 pub mod crd;
 pub mod error;
 pub mod faults;
