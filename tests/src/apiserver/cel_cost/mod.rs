@@ -42,10 +42,11 @@ pub enum Expected {
 /// The worst-case cost of one expression evaluated once against a value
 /// declared by `decl` (the server's `MaxCost`).
 pub fn expression_cost(source: &str, decl: &Decl, expected: Expected) -> Result<u64, CheckError> {
-    let parsed = Parser::new()
-        .enable_optional_syntax(true)
-        .parse(source)
-        .map_err(|errors| CheckError::Compile(errors.to_string()))?;
+    // A CRD is input: a parser crash must not take the double down.
+    let parsed =
+        std::panic::catch_unwind(|| Parser::new().enable_optional_syntax(true).parse(source))
+            .map_err(|_| CheckError::Unsupported("an expression the CEL parser crashed on".into()))?
+            .map_err(|errors| CheckError::Compile(errors.to_string()))?;
     // cel-go would point at the line and column; the parser here does not
     // say where a type error is.
     let checked = types::check(&parsed, decl).map_err(|err| match err {
