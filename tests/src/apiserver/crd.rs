@@ -4,11 +4,14 @@
 
 use serde_json::{Value, json};
 
+use super::cel_cost;
 use super::error::Cause;
 use super::resources::{CustomTypeInfo, ResourceType};
 
-/// Checks the parts of a CRD spec the double relies on.
-pub fn validate_crd(crd: &Value) -> Vec<Cause> {
+/// Checks the parts of a CRD spec the double relies on, and its CEL rules:
+/// they must compile and stay within kube-apiserver's estimated cost
+/// budgets. `old` is the stored CRD on update.
+pub fn validate_crd(crd: &Value, old: Option<&Value>) -> Vec<Cause> {
     let mut causes = Vec::new();
     let spec = &crd["spec"];
     let group = spec["group"].as_str().unwrap_or_default();
@@ -50,6 +53,7 @@ pub fn validate_crd(crd: &Value) -> Vec<Cause> {
             "Invalid value: must have exactly one version marked as storage version",
         ));
     }
+    causes.extend(cel_cost::crd_causes(crd, old));
     causes
 }
 

@@ -333,7 +333,7 @@ pub fn create(
         ("", "services") => service::prepare_create(&mut state.allocators, &mut object)
             .map_err(|causes| invalid(rt, &name, causes))?,
         ("apiextensions.k8s.io", "customresourcedefinitions") => {
-            let causes = crd::validate_crd(&object);
+            let causes = crd::validate_crd(&object, None);
             if !causes.is_empty() {
                 return Err(invalid(rt, &name, causes));
             }
@@ -497,7 +497,7 @@ pub fn update(
             }
         }
         ("apiextensions.k8s.io", "customresourcedefinitions") if target == WriteTarget::Main => {
-            let causes = crd::validate_crd(&object);
+            let causes = crd::validate_crd(&object, Some(&old));
             if !causes.is_empty() {
                 return Err(invalid(rt, name, causes));
             }
