@@ -334,18 +334,19 @@ fn project_crds_are_estimated_rule_by_rule() {
                 "{name}: every rule must compile and be modelled: {:?}",
                 report.causes
             );
-            if name != "ipaddresspools.ferrolb.io" {
-                assert!(report.causes.is_empty(), "{name}: {:?}", report.causes);
-            }
+            assert!(
+                report.causes.is_empty(),
+                "{name} would be refused by kube-apiserver: {:?}",
+                report.causes
+            );
         }
     }
 }
 
-/// The IPAddressPool address rules are the measured ferrolb-address-rule-N
-/// cases (maxLength 79, maxItems 64), so each must be refused (or not)
-/// exactly as the real server refused it alone.
+/// Where an IPAddressPool address rule is one the real server was asked about (at the CRD's
+/// maxLength and maxItems), the real server accepted it; the rules it refused are gone.
 #[test]
-fn ipaddresspool_address_rules_get_the_measured_verdicts() {
+fn ipaddresspool_address_rules_are_ones_the_real_server_accepts() {
     let (_, crd) = project_crds()
         .into_iter()
         .find(|(name, _)| name == "ipaddresspools.ferrolb.io")
@@ -355,56 +356,40 @@ fn ipaddresspool_address_rules_get_the_measured_verdicts() {
     let rules = items["items"]["x-kubernetes-validations"]
         .as_array()
         .unwrap();
-    let reports = cel_cost::estimate_crd(&crd, None);
-    let causes: Vec<String> = reports
-        .iter()
-        .flat_map(|r| r.causes.iter())
-        .map(|c| format!("{}: {}", c.field, c.message))
-        .collect();
     let cases = cases();
-    for (i, rule) in rules.iter().enumerate() {
-        let case = cases
-            .iter()
-            .find(|c| {
-                c["name"] == format!("ferrolb-address-rule-{i}")
-                    && c["maxLength"] == items["items"]["maxLength"]
-                    && c["maxItems"] == items["maxItems"]
-            })
-            .unwrap_or_else(|| panic!("no measurement for address rule {i}"));
-        assert_eq!(
-            case["rule"], rule["rule"],
-            "rule {i} changed: measure it again"
-        );
-        let prefix = format!(
-            "spec.validation.openAPIV3Schema.properties[spec].properties[addresses].items.x-kubernetes-validations[{i}]."
-        );
-        let over_budget: Vec<&String> = causes
-            .iter()
-            .filter(|c| c.starts_with(&prefix) && c.contains("exceeds budget"))
-            .collect();
-        let real = case["message"].as_str().unwrap_or_default();
-        assert_eq!(
-            over_budget.is_empty(),
-            case["accepted"].as_bool().unwrap(),
-            "rule {i}: {over_budget:?}"
-        );
-        for cause in over_budget {
-            let as_measured = cause.replace(
-                &format!("x-kubernetes-validations[{i}]"),
-                "x-kubernetes-validations[0]",
+    let mut measured = 0;
+    for rule in rules {
+        let same = cases.iter().find(|c| {
+            c["rule"] == rule["rule"]
+                && c["messageExpression"] == rule["messageExpression"]
+                && c["maxLength"] == items["items"]["maxLength"]
+                && c["maxItems"] == items["maxItems"]
+        });
+        if let Some(case) = same {
+            measured += 1;
+            assert_eq!(
+                case["accepted"],
+                true,
+                "{}: refused by the real server",
+                label(case)
             );
-            // the measurements cut messages at 600 characters
-            let shown = if real.len() >= 590 {
-                as_measured.len().min(200)
-            } else {
-                as_measured.len()
-            };
+        }
+        // A refusal at bounds no looser than the CRD's would hold for the CRD too.
+        let bound = |v: &Value| v.as_u64().unwrap_or(u64::MAX);
+        for case in cases
+            .iter()
+            .filter(|c| c["rule"] == rule["rule"] && c["accepted"] == false)
+        {
+            let no_looser = bound(&case["maxLength"]) <= bound(&items["items"]["maxLength"])
+                && bound(&case["maxItems"]) <= bound(&items["maxItems"]);
             assert!(
-                real.contains(&as_measured[..shown]),
-                "rule {i}: {cause} not in {real}"
+                !no_looser,
+                "{}: refused at bounds no looser than the CRD's",
+                label(case)
             );
         }
     }
+    assert!(measured >= 1, "no address rule matches a measured case");
 }
 
 fn crd_with_rule(schema: Value) -> Value {
