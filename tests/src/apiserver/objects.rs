@@ -162,6 +162,45 @@ pub struct Admission {
     pub patched: bool,
 }
 
+/// Fields the type does not have, dropped from `object`, reported as `fieldValidation` asks:
+/// not at all, as warnings, or as an error. kube-apiserver checks a patch after applying it, so
+/// a patch is refused with 422 on the field `patch`, a body with a 400 decoding error.
+fn screen_unknown_fields(
+    admission: &mut Admission,
+    unknown_fields: &[String],
+    object: &Value,
+) -> ApiResult<()> {
+    let unknown = unknown_fields
+        .iter()
+        .map(|field| format!("unknown field \"{field}\""));
+    match admission.field_validation {
+        FieldValidation::Ignore => Ok(()),
+        FieldValidation::Warn => {
+            admission.warnings.extend(unknown);
+            Ok(())
+        }
+        FieldValidation::Strict => {
+            let unknown: Vec<String> = unknown.collect();
+            if unknown.is_empty() {
+                return Ok(());
+            }
+            let problem = format!("strict decoding error: {}", unknown.join(", "));
+            if admission.patched {
+                return Err(ApiError::invalid(
+                    "",
+                    "",
+                    "",
+                    vec![Cause::invalid(
+                        "patch",
+                        format!("Invalid value: {:?}: {problem}", object.to_string()),
+                    )],
+                ));
+            }
+            Err(ApiError::bad_request(problem))
+        }
+    }
+}
+
 fn custom_admission(
     state: &StoreState,
     rt: &ResourceType,
@@ -180,32 +219,7 @@ fn custom_admission(
         .unwrap_or_else(|| info.clone());
     let admitted = crd::admit_custom_resource(&info, object, old)
         .map_err(|causes| invalid(rt, meta_str(object, "name"), causes))?;
-    let unknown = admitted
-        .pruned_fields
-        .iter()
-        .map(|field| format!("unknown field \"{field}\""));
-    match admission.field_validation {
-        FieldValidation::Ignore => {}
-        FieldValidation::Warn => admission.warnings.extend(unknown),
-        FieldValidation::Strict => {
-            let unknown: Vec<String> = unknown.collect();
-            if !unknown.is_empty() {
-                let problem = format!("strict decoding error: {}", unknown.join(", "));
-                if admission.patched {
-                    return Err(ApiError::invalid(
-                        "",
-                        "",
-                        "",
-                        vec![Cause::invalid(
-                            "patch",
-                            format!("Invalid value: {:?}: {problem}", object.to_string()),
-                        )],
-                    ));
-                }
-                return Err(ApiError::bad_request(problem));
-            }
-        }
-    }
+    screen_unknown_fields(admission, &admitted.pruned_fields, object)?;
     Ok(admitted.object)
 }
 
@@ -214,23 +228,7 @@ fn custom_admission(
 /// reported as `fieldValidation` asks.
 fn event_to_storage(api: EventApi, object: &Value, admission: &mut Admission) -> ApiResult<Value> {
     let incoming = events::to_storage(api, object).map_err(ApiError::bad_request)?;
-    let unknown = incoming
-        .unknown_fields
-        .iter()
-        .map(|field| format!("unknown field \"{field}\""));
-    match admission.field_validation {
-        FieldValidation::Ignore => {}
-        FieldValidation::Warn => admission.warnings.extend(unknown),
-        FieldValidation::Strict => {
-            let unknown: Vec<String> = unknown.collect();
-            if !unknown.is_empty() {
-                return Err(ApiError::bad_request(format!(
-                    "strict decoding error: {}",
-                    unknown.join(", ")
-                )));
-            }
-        }
-    }
+    screen_unknown_fields(admission, &incoming.unknown_fields, object)?;
     Ok(incoming.stored)
 }
 
