@@ -166,9 +166,26 @@ impl ControllerProcess {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
+        Self::spawn_program(
+            &binary("ferrolb-controller")?,
+            kubeconfig,
+            lb_class,
+            args,
+            env,
+        )
+    }
+
+    /// Like [`Self::spawn_with`], running the controller binary at `program`.
+    pub fn spawn_program(
+        program: &Path,
+        kubeconfig: &Path,
+        lb_class: Option<&str>,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let port = free_local_port()?;
         let metrics_address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-        let mut command = Command::new(binary("ferrolb-controller")?);
+        let mut command = Command::new(program);
         command
             .env("KUBECONFIG", kubeconfig)
             .env(

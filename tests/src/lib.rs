@@ -7,5 +7,6 @@
 
 pub mod apiserver;
 pub mod components;
+pub mod demo;
 pub mod harness;
 pub mod netlab;
