@@ -143,9 +143,11 @@ mod tests {
     }
 
     fn heard(at: Instant, mac: MacAddr, solicited: bool) -> Heard {
+        static ROUND: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Heard {
             at,
-            round: 0,
+            // Each reply answers a round of its own, as the demo's probe asks every 10 ms.
+            round: ROUND.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             ip: "198.51.100.200".parse::<IpAddr>().unwrap(),
             mac,
             solicited,
