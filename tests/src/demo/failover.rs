@@ -192,7 +192,7 @@ mod tests {
         let rows: Vec<&str> = lines.lines().collect();
         assert_eq!(rows[0], "  node-a .#..................");
         assert_eq!(rows[1], "  node-b ...........#........");
-        assert_eq!(rows[2].trim_end(), "         ^lost     ^1s");
+        assert_eq!(rows[2].trim_end(), "           ^lost     ^1s");
     }
 
     #[test]
