@@ -1,5 +1,7 @@
 //! Prometheus metrics of the controller.
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 
 use ferrolb_crds::{AddressCount, IpFamily};
@@ -16,6 +18,9 @@ pub struct Metrics {
     pub registry: Registry,
     addresses_total: Family<Labels, Gauge<f64, AtomicU64>>,
     addresses_in_use: Family<Labels, Gauge<f64, AtomicU64>>,
+    pool_ready: Family<Labels, Gauge>,
+    /// The reason each pool's Ready series carries, so a change of reason replaces the series.
+    pool_ready_reasons: Mutex<BTreeMap<String, String>>,
     allocation_failures: Family<Labels, Counter>,
     api_errors: Family<Labels, Counter>,
     pub reconcile_duration: Histogram,
@@ -32,11 +37,19 @@ fn as_f64(count: AddressCount) -> f64 {
     count.as_u128().map_or(2f64.powi(128), |n| n as f64)
 }
 
+fn ready_labels(pool: &str, reason: &str) -> Labels {
+    vec![
+        ("pool".to_owned(), pool.to_owned()),
+        ("reason".to_owned(), reason.to_owned()),
+    ]
+}
+
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("ferrolb_controller");
         let addresses_total = Family::<Labels, Gauge<f64, AtomicU64>>::default();
         let addresses_in_use = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+        let pool_ready = Family::<Labels, Gauge>::default();
         let allocation_failures = Family::<Labels, Counter>::default();
         let api_errors = Family::<Labels, Counter>::default();
         let reconcile_duration = Histogram::new(exponential_buckets(0.0001, 4.0, 10));
@@ -49,6 +62,11 @@ impl Metrics {
             "pool_addresses_in_use",
             "Addresses assigned to Services, per pool and family",
             addresses_in_use.clone(),
+        );
+        registry.register(
+            "pool_ready",
+            "1 when the pool's Ready condition is True, else 0, with the condition's reason",
+            pool_ready.clone(),
         );
         registry.register(
             "allocation_failures",
@@ -69,6 +87,8 @@ impl Metrics {
             registry,
             addresses_total,
             addresses_in_use,
+            pool_ready,
+            pool_ready_reasons: Mutex::default(),
             allocation_failures,
             api_errors,
             reconcile_duration,
@@ -94,6 +114,22 @@ impl Metrics {
             .set(as_f64(in_use));
     }
 
+    /// The pool's Ready condition: one series per pool, labelled with the current reason.
+    pub fn set_pool_ready(&self, pool: &str, ready: bool, reason: &str) {
+        let mut reasons = self
+            .pool_ready_reasons
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(previous) = reasons.insert(pool.to_owned(), reason.to_owned())
+            && previous != reason
+        {
+            self.pool_ready.remove(&ready_labels(pool, &previous));
+        }
+        self.pool_ready
+            .get_or_create(&ready_labels(pool, reason))
+            .set(i64::from(ready));
+    }
+
     /// Forgets the series of a pool that is gone.
     pub fn remove_pool(&self, pool: &str) {
         for family in IpFamily::BOTH {
@@ -103,6 +139,14 @@ impl Metrics {
             ];
             self.addresses_total.remove(&labels);
             self.addresses_in_use.remove(&labels);
+        }
+        let previous = self
+            .pool_ready_reasons
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(pool);
+        if let Some(reason) = previous {
+            self.pool_ready.remove(&ready_labels(pool, &reason));
         }
     }
 
@@ -158,5 +202,46 @@ mod tests {
         );
         assert!(text.contains("ferrolb_controller_kubernetes_api_errors_total{resource=\"services/status\",verb=\"patch\"} 1"));
         assert!(text.contains("ferrolb_controller_reconcile_duration_seconds_count 1"));
+    }
+
+    #[test]
+    fn pool_ready_has_one_series_per_pool_with_the_current_reason() {
+        let metrics = Metrics::new();
+        metrics.set_pool_ready("lan", true, "Valid");
+        metrics.set_pool_ready("dmz", false, "Overlap");
+        let text = metrics.encode();
+        assert!(
+            text.contains(r#"ferrolb_controller_pool_ready{pool="lan",reason="Valid"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"ferrolb_controller_pool_ready{pool="dmz",reason="Overlap"} 0"#),
+            "{text}"
+        );
+        // A new reason replaces the pool's series rather than adding one.
+        metrics.set_pool_ready("lan", false, "InvalidAddresses");
+        metrics.set_pool_ready("dmz", false, "Overlap");
+        let text = metrics.encode();
+        assert!(!text.contains(r#"pool="lan",reason="Valid""#), "{text}");
+        assert!(
+            text.contains(
+                r#"ferrolb_controller_pool_ready{pool="lan",reason="InvalidAddresses"} 0"#
+            ),
+            "{text}"
+        );
+        // A deleted pool's series go, its usage series with them.
+        metrics.set_pool(
+            "lan",
+            IpFamily::IPv4,
+            AddressCount::new(4),
+            AddressCount::new(1),
+        );
+        metrics.remove_pool("lan");
+        let text = metrics.encode();
+        assert!(!text.contains(r#"pool="lan""#), "{text}");
+        assert!(
+            text.contains(r#"ferrolb_controller_pool_ready{pool="dmz",reason="Overlap"} 0"#),
+            "{text}"
+        );
     }
 }

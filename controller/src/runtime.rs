@@ -381,6 +381,7 @@ impl Controller {
                         writes = FuturesUnordered::new();
                         self.retries.clear();
                         self.retry_at = None;
+                        self.clear_pool_metrics();
                     }
                     is_leader = now_leader;
                 }
@@ -452,7 +453,21 @@ impl Controller {
         for (pool, family, total, in_use) in usage {
             self.health.metrics.set_pool(&pool, family, total, in_use);
         }
+        for assessment in self.state.assessments() {
+            let readiness = &assessment.readiness;
+            self.health
+                .metrics
+                .set_pool_ready(&assessment.name, readiness.ready, readiness.reason);
+        }
         self.known_pools = names;
+    }
+
+    /// A replica that is not the leader exports no pool series: only the leader's are current,
+    /// and alerts take the maximum over replicas.
+    fn clear_pool_metrics(&mut self) {
+        for pool in std::mem::take(&mut self.known_pools) {
+            self.health.metrics.remove_pool(&pool);
+        }
     }
 
     /// Turns a step's actions into queued writes (latest value per slot wins).

@@ -76,6 +76,22 @@ fn every_manifest_is_well_formed_for_its_kind() {
         if path.ends_with("kustomization.yaml") {
             continue;
         }
+        if path
+            .strip_prefix(config_dir())
+            .unwrap()
+            .starts_with("monitoring")
+        {
+            // Prometheus rule files and their promtool tests, not Kubernetes objects
+            // (scripts/check-operations checks them with promtool).
+            for doc in documents(path) {
+                assert!(
+                    doc["groups"].is_array() || doc["rule_files"].is_array(),
+                    "{}: neither a rules file nor a rules test",
+                    path.display()
+                );
+            }
+            continue;
+        }
         let docs = documents(path);
         assert!(!docs.is_empty(), "{} is empty", path.display());
         for doc in &docs {
@@ -113,6 +129,11 @@ fn every_manifest_is_well_formed_for_its_kind() {
                 }
                 (Some("ferrolb.io/v1beta1"), Some("L2Advertisement")) => {
                     drop(typed::<L2Advertisement>(doc, path))
+                }
+                // The Prometheus Operator's, in config/components/prometheus.
+                (Some("monitoring.coreos.com/v1"), Some("PodMonitor" | "PrometheusRule")) => {
+                    assert!(doc["spec"].is_object(), "{}: no spec", path.display());
+                    assert_eq!(doc["metadata"]["namespace"], "ferrolb-system", "{doc}");
                 }
                 other => panic!("{}: unexpected object {other:?}", path.display()),
             }
@@ -165,7 +186,13 @@ fn kustomization_lists_every_deployable_file_and_builds() {
             .unwrap()
             .to_string_lossy()
             .into_owned();
-        if relative == "kustomization.yaml" || relative.starts_with("samples/") {
+        // Samples, the optional kustomize components and the Prometheus files are not part of
+        // the base.
+        if relative == "kustomization.yaml"
+            || ["samples/", "components/", "monitoring/"]
+                .iter()
+                .any(|dir| relative.starts_with(dir))
+        {
             continue;
         }
         assert!(

@@ -27,12 +27,17 @@ pub struct Metrics {
     announced_ips: Gauge,
     live_peers: Gauge,
     fenced: Gauge,
+    ips_without_owner: Gauge,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
     }
+}
+
+fn as_gauge(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// "arp" or "ndp", from the EtherType of a frame we built.
@@ -57,6 +62,7 @@ impl Metrics {
             announced_ips: Gauge::default(),
             live_peers: Gauge::default(),
             fenced: Gauge::default(),
+            ips_without_owner: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -108,6 +114,11 @@ impl Metrics {
             "fenced",
             "1 while this speaker may not answer (its Lease is not renewed), else 0",
             metrics.fenced.clone(),
+        );
+        registry.register(
+            "ips_without_owner",
+            "IPs that an L2Advertisement covers and a Service holds, with no live candidate node: nobody answers for them (every speaker computes the same number; 0 while fenced)",
+            metrics.ips_without_owner.clone(),
         );
         Self {
             registry,
@@ -177,10 +188,13 @@ impl Metrics {
     }
 
     pub fn set_state(&self, announced_ips: usize, live_peers: usize, fenced: bool) {
-        let as_gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
         self.announced_ips.set(as_gauge(announced_ips));
         self.live_peers.set(as_gauge(live_peers));
         self.fenced.set(i64::from(fenced));
+    }
+
+    pub fn set_ips_without_owner(&self, count: usize) {
+        self.ips_without_owner.set(as_gauge(count));
     }
 
     /// The OpenMetrics text exposition.
@@ -256,6 +270,7 @@ mod tests {
         let ip: IpAddr = "198.51.100.1".parse().unwrap();
         metrics.ownership_changed(&[OwnershipChange::Gained(ip), OwnershipChange::Lost(ip)]);
         metrics.set_state(3, 2, true);
+        metrics.set_ips_without_owner(4);
         let text = metrics.encode();
         for expected in [
             r#"ferrolb_speaker_frames_dropped_total{reason="hop_limit_not_255"} 1"#,
@@ -269,6 +284,7 @@ mod tests {
             "ferrolb_speaker_announced_ips 3",
             "ferrolb_speaker_live_peers 2",
             "ferrolb_speaker_fenced 1",
+            "ferrolb_speaker_ips_without_owner 4",
         ] {
             assert!(text.contains(expected), "{expected} missing from\n{text}");
         }

@@ -358,6 +358,9 @@ impl Speaker {
             self.state.live_peers(),
             !may_answer,
         );
+        self.health
+            .metrics
+            .set_ips_without_owner(self.state.ips_without_owner());
         let desired = self.desired_statuses();
         self.statuses_tx.send_if_modified(|current| {
             let changed = *current != desired;

@@ -332,6 +332,13 @@ impl SpeakerState {
             .count()
     }
 
+    /// IPs that should be announced but have no live candidate node, as of the last
+    /// [`SpeakerState::recompute`]; every unfenced speaker computes the same number. 0 while
+    /// fenced: a fenced speaker elects nothing.
+    pub fn ips_without_owner(&self) -> usize {
+        self.election.ips_without_owner().len()
+    }
+
     /// Whether this speaker's fence lets it answer at `now`.
     pub fn may_answer(&self, now: Instant) -> bool {
         self.fence.may_answer(now)

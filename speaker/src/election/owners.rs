@@ -88,6 +88,9 @@ pub struct Group {
 pub struct Election {
     groups: BTreeMap<IpAddr, Group>,
     group_of_ip: BTreeMap<IpAddr, IpAddr>,
+    /// IPs that an L2Advertisement covers (so they are meant to be announced) in a group with
+    /// no live candidate: nobody answers for them.
+    without_owner: BTreeSet<IpAddr>,
 }
 
 impl Election {
@@ -172,6 +175,14 @@ impl Election {
             for &ip in &ips {
                 election.group_of_ip.insert(ip, key);
             }
+            if owner.is_none() {
+                election.without_owner.extend(
+                    covering_ips
+                        .iter()
+                        .filter(|(_, covering)| !covering.is_empty())
+                        .map(|(ip, _)| *ip),
+                );
+            }
             election.groups.insert(
                 key,
                 Group {
@@ -200,6 +211,13 @@ impl Election {
         self.group_of(ip)
             .and_then(|group| group.owner.as_ref())
             .map(|owner| owner.node.as_str())
+    }
+
+    /// The IPs that should be announced (an L2Advertisement covers a pool holding them) but
+    /// have no owner: no live node is a candidate for their group. IPs that no advertisement
+    /// covers are not announced by design and are not listed.
+    pub fn ips_without_owner(&self) -> &BTreeSet<IpAddr> {
+        &self.without_owner
     }
 
     /// What `node` announces: each IP it owns with its interfaces.

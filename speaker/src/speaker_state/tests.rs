@@ -95,6 +95,34 @@ fn nothing_is_answered_before_the_first_renewal() {
     assert!(answers(&mut state, now));
 }
 
+#[test]
+fn ips_without_owner_counts_covered_ips_no_live_node_may_announce() {
+    let now = Instant::now();
+    let mut state = speaker("node-a", now);
+    state.lease_seen(&lease("node-a", 1, true), now);
+    state.renewed(now);
+    state.recompute(now);
+    assert_eq!(state.ips_without_owner(), 0);
+    // externalTrafficPolicy: Local with no endpoint anywhere: no candidate.
+    state.set_services([ServiceFacts {
+        id: ServiceId {
+            namespace: "shop".into(),
+            name: "web".into(),
+        },
+        ips: vec![IpAddr::V4(ANNOUNCED)],
+        local_traffic_policy: true,
+        ..Default::default()
+    }]);
+    state.recompute(now);
+    assert!(state.announced().is_empty());
+    assert_eq!(state.ips_without_owner(), 1);
+    // Fenced: this speaker elects nothing and reports nothing.
+    let later = now + LeaseTiming::DEFAULT.lease_duration;
+    state.recompute(later);
+    assert!(!state.may_answer(later));
+    assert_eq!(state.ips_without_owner(), 0);
+}
+
 /// The owner loses the API server: it keeps answering until its fence falls, the other node
 /// takes over only after the owner's Lease ran out, and at no moment do both answer.
 #[test]

@@ -226,6 +226,52 @@ fn ips_in_no_pool_have_no_owner() {
     assert!(election.group_of(ip("2001:db8:99::1")).is_some());
 }
 
+#[test]
+fn ips_meant_to_be_announced_without_a_candidate_are_counted_as_without_owner() {
+    let nodes = vec![dual_stack_node("node-a"), dual_stack_node("node-b")];
+    let mut local = service("local", &["198.51.100.7", "2001:db8:1::7"]);
+    local.local_traffic_policy = true;
+    let owned = service("owned", &["198.51.100.8"]);
+    // In no pool: not FerroLB's to announce, so not "without owner".
+    let foreign = service("foreign", &["2001:db8:99::1"]);
+    // In a pool no advertisement covers.
+    let dmz = service("dmz", &["203.0.113.5"]);
+    let lan_only = L2AdvertisementSpec {
+        ip_address_pools: vec!["lan".into()],
+        ..Default::default()
+    };
+    let services = [local.clone(), owned, foreign, dmz];
+    let election = elect(
+        &nodes,
+        &names(&nodes),
+        std::slice::from_ref(&lan_only),
+        &services,
+    );
+    assert!(election.owner_of(ip("198.51.100.8")).is_some());
+    assert_eq!(election.owner_of(ip("198.51.100.7")), None);
+    let without: Vec<IpAddr> = election.ips_without_owner().iter().copied().collect();
+    assert_eq!(without, [ip("198.51.100.7"), ip("2001:db8:1::7")]);
+
+    // An endpoint on node-b gives the Local Service an owner.
+    local.endpoint_nodes = ["node-b".to_string()].into();
+    let election = elect(
+        &nodes,
+        &names(&nodes),
+        std::slice::from_ref(&lan_only),
+        &[local],
+    );
+    assert_eq!(election.owner_of(ip("198.51.100.7")), Some("node-b"));
+    assert!(election.ips_without_owner().is_empty());
+
+    // No speaker alive: every covered IP is without owner.
+    let election = elect(&nodes, &BTreeSet::new(), &[lan_only], &services);
+    let without: Vec<IpAddr> = election.ips_without_owner().iter().copied().collect();
+    assert_eq!(
+        without,
+        [ip("198.51.100.7"), ip("198.51.100.8"), ip("2001:db8:1::7")]
+    );
+}
+
 // ---------- properties ----------
 
 const ADDRESSES: [&str; 8] = [
