@@ -15,8 +15,19 @@ fn is_dns_label(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
+/// kube-apiserver bounds the whole name, not its dot-separated parts: a 64-character part is
+/// fine in a subdomain, unlike in a label.
 pub fn is_dns_subdomain(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|part| {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !part.starts_with('-')
+                && !part.ends_with('-')
+        })
 }
 
 /// Qualified name: `[prefix/]name`, name up to 63 characters of
@@ -176,6 +187,9 @@ mod tests {
         let bad = json!({"metadata": {"name": "Web_1", "labels": {"-bad": "x", "ok": "not ok!"},
             "annotations": {"bad key": "v"}}});
         assert_eq!(validate_metadata(&bad, NameRule::Subdomain).len(), 4);
+        let long_part = json!({"metadata": {"name": format!("{}.example", "a".repeat(70))}});
+        assert!(validate_metadata(&long_part, NameRule::Subdomain).is_empty());
+        assert_eq!(validate_metadata(&long_part, NameRule::Label).len(), 1);
         let huge = json!({"metadata": {"name": "a", "annotations": {"k": "x".repeat(MAX_ANNOTATIONS_BYTES)}}});
         assert_eq!(validate_metadata(&huge, NameRule::Subdomain).len(), 1);
     }
