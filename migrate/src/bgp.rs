@@ -102,13 +102,13 @@ mod tests {
         convert(
             BgpKind::Peer,
             &object,
-            &json!({"myASN": 64500, "peerASN": 64501, "peerAddress": "10.0.0.1"}),
+            &json!({"myASN": 64500, "peerASN": 64501, "peerAddress": "203.0.113.1"}),
             &mut report,
         );
         assert_eq!(report.count(Outcome::NotCarriedOver), 3);
         assert_eq!(
             report.entries[2].to_string(),
-            "BGPPeer metallb-system/router: spec.peerAddress \"10.0.0.1\": FerroLB has no BGP mode yet (not carried over)"
+            "BGPPeer metallb-system/router: spec.peerAddress \"203.0.113.1\": FerroLB has no BGP mode yet (not carried over)"
         );
     }
 }

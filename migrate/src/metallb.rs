@@ -383,7 +383,7 @@ mod tests {
     #[test]
     fn legacy_config_reads_every_section() {
         let config = LegacyConfig::parse(
-            "address-pools:\n- name: a\n  protocol: layer2\n  addresses: [198.51.100.0/24]\npeers:\n- peer-address: 10.0.0.1\nbgp-communities:\n  no-advertise: 65535:65282\n",
+            "address-pools:\n- name: a\n  protocol: layer2\n  addresses: [198.51.100.0/24]\npeers:\n- peer-address: 203.0.113.1\nbgp-communities:\n  no-advertise: 65535:65282\n",
         )
         .unwrap();
         assert_eq!(config.address_pools.len(), 1);

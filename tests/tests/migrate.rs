@@ -190,8 +190,8 @@ async fn what_ferrolb_migrate_writes_the_api_server_accepts() -> anyhow::Result<
                         pool["spec"]["addresses"],
                         json!([
                             "198.51.100.0/24",
-                            "203.0.113.10-203.0.113.20",
-                            "2001:db8:20::/64"
+                            "2001:db8:1::10-2001:db8:1::20",
+                            "2001:db8:1::/64"
                         ])
                     );
                     assert!(
@@ -295,7 +295,7 @@ metadata:
 spec:
   addresses:
   - 198.51.100.7/24
-  - 203.0.113.10 - 203.0.113.20
+  - 2001:db8:1::10 - 2001:db8:1::20
 ---
 apiVersion: metallb.io/v1beta1
 kind: L2Advertisement
@@ -316,7 +316,7 @@ data:
     address-pools:
     - name: lab
       protocol: layer2
-      addresses: [192.0.2.0/28]
+      addresses: [2001:db8:1::f0/124]
 "#
         );
         cluster.kubectl_any_namespace_ok(&["apply", "-f", "-"], Some(&objects))?;
@@ -337,7 +337,7 @@ data:
         cluster.install_ferrolb_crds()?;
         let written = apply_and_check(&cluster, &run.stdout)?;
         let pool = find(&written, "IPAddressPool", "lan");
-        assert_eq!(pool["spec"]["addresses"], json!(["198.51.100.0/24", "203.0.113.10-203.0.113.20"]));
+        assert_eq!(pool["spec"]["addresses"], json!(["198.51.100.0/24", "2001:db8:1::10-2001:db8:1::20"]));
         assert_eq!(find(&written, "L2Advertisement", "lan")["spec"]["interfaces"], json!(["eth1"]));
         assert_eq!(find(&written, "L2Advertisement", "lab")["spec"]["ipAddressPools"], json!(["lab"]));
         find(&written, "IPAddressPool", "lab");

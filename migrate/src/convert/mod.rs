@@ -1423,7 +1423,7 @@ mod tests {
 
     #[test]
     fn legacy_layer2_pools_get_an_advertisement_and_bgp_pools_do_not() {
-        let config = "address-pools:\n- name: lan\n  protocol: layer2\n  addresses: [198.51.100.0/24]\n- name: Edge_Pool\n  protocol: bgp\n  addresses: [203.0.113.0/24]\n  bgp-advertisements:\n  - aggregation-length: 32\npeers:\n- peer-address: 10.0.0.1\n  peer-asn: 64501\n  my-asn: 64500\n";
+        let config = "address-pools:\n- name: lan\n  protocol: layer2\n  addresses: [198.51.100.0/25]\n- name: Edge_Pool\n  protocol: bgp\n  addresses: [198.51.100.128/25]\n  bgp-advertisements:\n  - aggregation-length: 32\npeers:\n- peer-address: 203.0.113.1\n  peer-asn: 64501\n  my-asn: 64500\n";
         let conversion = convert(&[doc(json!({
             "apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": "config", "namespace": "metallb-system"},
@@ -1439,7 +1439,7 @@ mod tests {
         assert_eq!(conversion.advertisements[0].spec.ip_address_pools, ["lan"]);
         assert!(has_line(
             &conversion,
-            "data.config.peers[0].peer-address \"10.0.0.1\": FerroLB has no BGP mode yet (not carried over)"
+            "data.config.peers[0].peer-address \"203.0.113.1\": FerroLB has no BGP mode yet (not carried over)"
         ));
         assert!(has_line(
             &conversion,
