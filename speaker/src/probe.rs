@@ -435,7 +435,8 @@ fn read_stamped(socket: &Socket, buffer: &mut [u8]) -> io::Result<(usize, Option
     message.msg_iov = &raw mut iov;
     message.msg_iovlen = 1;
     message.msg_control = control.as_mut_ptr().cast();
-    message.msg_controllen = std::mem::size_of_val(&control);
+    // size_t in glibc, socklen_t (u32) in musl; 128 bytes fit either.
+    message.msg_controllen = std::mem::size_of_val(&control) as _;
     // SAFETY: the header points at `iov` (which points at `buffer`) and at `control`, all live
     // and exclusively borrowed for the call, with their true lengths.
     let len = unsafe { libc::recvmsg(socket.as_raw_fd(), &raw mut message, 0) };
