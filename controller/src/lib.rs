@@ -14,3 +14,12 @@ pub mod service;
 pub mod state;
 
 pub use runtime::run;
+
+/// The whole process for `args`: Tokio's default multi-threaded runtime around [`run`]. The
+/// `ferrolb-controller` binary and the image's multi-call `ferrolb` binary both start here.
+pub fn main_process(args: cli::Args) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(args))
+}

@@ -2,7 +2,6 @@
 
 use clap::Parser;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    ferrolb_controller::run(ferrolb_controller::cli::Args::parse()).await
+fn main() -> anyhow::Result<()> {
+    ferrolb_controller::main_process(ferrolb_controller::cli::Args::parse())
 }

@@ -36,3 +36,29 @@ pub mod runtime;
 pub mod speaker_state;
 pub mod statuses;
 pub mod thread_priority;
+
+/// The whole process for `args`: logging, then the runtime around [`runtime::run`]. The
+/// `ferrolb-speaker` binary and the image's multi-call `ferrolb` binary both start here.
+///
+/// The main loop runs on the main thread and the status writer, Lease renewer and HTTP server
+/// on one worker; the packet path has its own reader threads. More workers only add stacks and
+/// heap arenas.
+pub fn main_process(args: cli::Args) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let timing = args.lease_timing().context("lease timing flags")?;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    match args.log_format {
+        cli::LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init(),
+        cli::LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+    }
+    tracing::info!(node = %args.node_name, namespace = %args.namespace, ?timing, "ferrolb-speaker starting");
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?
+        .block_on(runtime::run(args, timing))
+}
