@@ -23,6 +23,7 @@ pub mod cluster;
 pub mod dataplane;
 pub mod election;
 pub mod heap;
+pub mod heartbeat;
 pub mod http;
 pub mod interfaces;
 pub mod kernel_arp;
