@@ -34,6 +34,9 @@ struct Peer {
     /// this node does not know whether one of them still answers for its IPs.
     spoke_since_join: bool,
     goodbye: bool,
+    /// (incarnation, sequence) of the heartbeat its lists and goodbye come from: heartbeats
+    /// overtake each other, and an older one must not undo a newer suspicion.
+    latest: Option<(u64, u32)>,
     /// What its latest heartbeat listed.
     suspects: BTreeSet<NodeId>,
     reported: BTreeSet<NodeId>,
@@ -95,6 +98,7 @@ impl Membership {
                 spoke: false,
                 spoke_since_join: false,
                 goodbye: false,
+                latest: None,
                 suspects: BTreeSet::new(),
                 reported: BTreeSet::new(),
             });
@@ -116,9 +120,13 @@ impl Membership {
         peer.heard = peer.heard.max(now);
         peer.spoke = true;
         peer.spoke_since_join = true;
-        peer.goodbye = heartbeat.kind == Kind::Goodbye;
-        peer.suspects = heartbeat.suspects.iter().copied().collect();
-        peer.reported = heartbeat.reported.iter().copied().collect();
+        let order = (heartbeat.incarnation, heartbeat.sequence);
+        if peer.latest.is_none_or(|latest| order > latest) {
+            peer.latest = Some(order);
+            peer.goodbye = heartbeat.kind == Kind::Goodbye;
+            peer.suspects = heartbeat.suspects.iter().copied().collect();
+            peer.reported = heartbeat.reported.iter().copied().collect();
+        }
         self.refresh_reports(now);
         self.note_suspicion(now);
         self.listing_grew(now)

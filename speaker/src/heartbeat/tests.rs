@@ -58,6 +58,7 @@ struct Speaker {
     /// one has been due.
     late_ms: u64,
     due_since: Option<u64>,
+    sequence: u32,
 }
 
 struct Lan {
@@ -118,6 +119,7 @@ impl Lan {
             send_now: false,
             late_ms: 0,
             due_since: None,
+            sequence: 0,
         }
     }
 
@@ -165,6 +167,7 @@ impl Lan {
     }
 
     fn broadcast(&mut self, from: usize, kind: Kind, outgoing: Outgoing, now_ms: u64) {
+        self.speakers[from].sequence += 1;
         let speaker = &self.speakers[from];
         let heartbeat = Heartbeat {
             kind,
@@ -172,7 +175,7 @@ impl Lan {
             key_id: 1,
             node: node_id(&speaker.name),
             incarnation: speaker.incarnation,
-            sequence: 0,
+            sequence: speaker.sequence,
             sent_unix_ms: now_ms,
             suspects: outgoing.suspects,
             reported: outgoing.reported,
@@ -507,3 +510,4 @@ fn a_lonely_speaker_answers_for_everything_it_can() {
     assert_eq!(answering.len(), usize::from(IPS));
     assert!(answering.values().all(|nodes| nodes == &["node-0"]));
 }
+
