@@ -26,6 +26,10 @@ pub struct Args {
     /// Name of the leader-election Lease.
     #[arg(long, default_value = "ferrolb-controller")]
     pub lease_name: String,
+    /// Namespace of the speakers' heartbeat key Secret, which the controller creates with a
+    /// random key when it is missing. Empty: leave it alone.
+    #[arg(long, env = "POD_NAMESPACE", default_value = ferrolb_crds::permissions::SYSTEM_NAMESPACE)]
+    pub heartbeat_key_namespace: String,
     /// Address serving /metrics, /healthz and /readyz.
     /// `[::]` is both families (IPv4 only where the node has no IPv6).
     #[arg(long, default_value = "[::]:7472")]
@@ -45,6 +49,7 @@ mod tests {
         assert_eq!(args.lb_class, None);
         assert!(!args.leader_elect);
         assert_eq!(args.metrics_bind_address.port(), 7472);
+        assert_eq!(args.heartbeat_key_namespace, "ferrolb-system");
         let args = Args::try_parse_from([
             "ferrolb-controller",
             "--lb-class",

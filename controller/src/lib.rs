@@ -5,6 +5,7 @@
 
 pub mod allocator;
 pub mod cli;
+pub mod heartbeat_key;
 pub mod http;
 pub mod leader;
 pub mod metrics;

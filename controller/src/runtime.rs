@@ -709,6 +709,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let health = Arc::new(Health::new(Metrics::new()));
     let listener = http::bind(args.metrics_bind_address).await?;
     let server = tokio::spawn(http::serve(listener, health.clone()));
+    if !args.heartbeat_key_namespace.is_empty() {
+        let secrets = Api::namespaced(client.clone(), &args.heartbeat_key_namespace);
+        tokio::spawn(crate::heartbeat_key::keep_ensuring(
+            secrets,
+            args.heartbeat_key_namespace.clone(),
+        ));
+    }
     let identity = identity();
     let controller = Controller::new(client.clone(), args.lb_class.clone(), &identity, health);
     let result = if args.leader_elect {

@@ -7,6 +7,7 @@ pub mod annotations;
 pub mod cache;
 #[cfg(feature = "health-server")]
 pub mod health_server;
+pub mod heartbeat_key;
 pub mod ip_address_pool;
 pub mod l2_advertisement;
 pub mod manifests;

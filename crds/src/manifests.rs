@@ -75,6 +75,8 @@ fn rules(component: &Component, scope: Scope) -> Vec<PolicyRule> {
             api_groups: Some(vec![p.api_group.to_owned()]),
             resources: Some(vec![p.resource.to_owned()]),
             verbs: p.verbs.iter().map(|v| (*v).to_owned()).collect(),
+            resource_names: (!p.resource_names.is_empty())
+                .then(|| p.resource_names.iter().map(|n| (*n).to_owned()).collect()),
             ..Default::default()
         })
         .collect()
@@ -90,8 +92,13 @@ fn reasons(component: &Component) -> String {
             } else {
                 p.api_group
             };
+            let names = if p.resource_names.is_empty() {
+                String::new()
+            } else {
+                format!(" {}", p.resource_names.join(", "))
+            };
             format!(
-                "#   {group} {} [{}]: {}\n",
+                "#   {group} {}{names} [{}]: {}\n",
                 p.resource,
                 p.verbs.join(", "),
                 p.reason

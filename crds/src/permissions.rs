@@ -21,6 +21,8 @@ pub struct Permission {
     pub resource: &'static str,
     pub verbs: &'static [&'static str],
     pub scope: Scope,
+    /// Only these objects (empty: every object). `create` cannot be limited this way.
+    pub resource_names: &'static [&'static str],
     /// Why the component needs it, written into the generated manifest as a comment.
     pub reason: &'static str,
 }
@@ -66,6 +68,7 @@ const EVENTS: Permission = Permission {
     resource: "events",
     verbs: &["create"],
     scope: Scope::Cluster,
+    resource_names: &[],
     // Repeats are suppressed before they are sent, not folded into a series, so no patch.
     reason: "events on Services: what was assigned, announced or refused, and why",
 };
@@ -78,6 +81,7 @@ pub const CONTROLLER: Component = Component {
             resource: "services",
             verbs: &["get", "list", "watch", "patch"],
             scope: Scope::Cluster,
+            resource_names: &[],
             reason: "watch LoadBalancer Services; patch writes the ip-allocated-from-pool annotation",
         },
         Permission {
@@ -85,6 +89,7 @@ pub const CONTROLLER: Component = Component {
             resource: "services/status",
             verbs: WRITE_STATUS,
             scope: Scope::Cluster,
+            resource_names: &[],
             reason: "write status.loadBalancer.ingress",
         },
         Permission {
@@ -92,6 +97,7 @@ pub const CONTROLLER: Component = Component {
             resource: "namespaces",
             verbs: READ,
             scope: Scope::Cluster,
+            resource_names: &[],
             reason: "namespace labels for serviceAllocation.namespaceSelectors",
         },
         Permission {
@@ -99,6 +105,7 @@ pub const CONTROLLER: Component = Component {
             resource: "ipaddresspools",
             verbs: READ,
             scope: Scope::Cluster,
+            resource_names: &[],
             reason: "the pools to allocate from",
         },
         Permission {
@@ -106,6 +113,7 @@ pub const CONTROLLER: Component = Component {
             resource: "ipaddresspools/status",
             verbs: WRITE_STATUS,
             scope: Scope::Cluster,
+            resource_names: &[],
             reason: "pool counts and Ready condition",
         },
         EVENTS,
@@ -114,7 +122,24 @@ pub const CONTROLLER: Component = Component {
             resource: "leases",
             verbs: &["get", "create", "patch"],
             scope: Scope::SystemNamespace,
+            resource_names: &[],
             reason: "leader election between controller replicas",
+        },
+        Permission {
+            api_group: "",
+            resource: "secrets",
+            verbs: &["create"],
+            scope: Scope::SystemNamespace,
+            resource_names: &[],
+            reason: "create the speakers' heartbeat key Secret with a random key when it is missing",
+        },
+        Permission {
+            api_group: "",
+            resource: "secrets",
+            verbs: &["get"],
+            scope: Scope::SystemNamespace,
+            resource_names: &[crate::heartbeat_key::SECRET_NAME],
+            reason: "whether the heartbeat key Secret exists and is usable",
         },
     ],
 };
@@ -127,6 +152,7 @@ pub const SPEAKER: Component = Component {
             resource: "services",
             verbs: READ,
             scope: Scope::Cluster,
+            resource_names: &[],
             reason: "the external IPs to announce",
         },
         Permission {
@@ -134,6 +160,7 @@ pub const SPEAKER: Component = Component {
             resource: "endpointslices",
             verbs: READ,
             scope: Scope::Cluster,
+            resource_names: &[],
             reason: "externalTrafficPolicy Local: only nodes with a ready endpoint announce",
         },
         Permission {
@@ -141,6 +168,7 @@ pub const SPEAKER: Component = Component {
             resource: "nodes",
             verbs: READ,
             scope: Scope::Cluster,
+            resource_names: &[],
             reason: "node labels for nodeSelectors, the exclude label and NetworkUnavailable",
         },
         Permission {
@@ -148,6 +176,7 @@ pub const SPEAKER: Component = Component {
             resource: "ipaddresspools",
             verbs: READ,
             scope: Scope::Cluster,
+            resource_names: &[],
             reason: "which pool an IP belongs to",
         },
         Permission {
@@ -155,6 +184,7 @@ pub const SPEAKER: Component = Component {
             resource: "l2advertisements",
             verbs: READ,
             scope: Scope::Cluster,
+            resource_names: &[],
             reason: "which pools to announce, from which nodes and interfaces",
         },
         Permission {
@@ -162,6 +192,7 @@ pub const SPEAKER: Component = Component {
             resource: "servicel2statuses",
             verbs: &["get", "list", "watch", "create", "delete"],
             scope: Scope::Cluster,
+            resource_names: &[],
             reason: "say where each Service is announced; remove stale ones",
         },
         Permission {
@@ -169,6 +200,7 @@ pub const SPEAKER: Component = Component {
             resource: "servicel2statuses/status",
             verbs: WRITE_STATUS,
             scope: Scope::Cluster,
+            resource_names: &[],
             reason: "node, interfaces and IPs of an announcement",
         },
         EVENTS,
@@ -177,7 +209,16 @@ pub const SPEAKER: Component = Component {
             resource: "leases",
             verbs: &["get", "list", "watch", "create", "update", "delete"],
             scope: Scope::SystemNamespace,
+            resource_names: &[],
             reason: "per-node liveness Leases that elect the owner of each IP",
+        },
+        Permission {
+            api_group: "",
+            resource: "secrets",
+            verbs: READ,
+            scope: Scope::SystemNamespace,
+            resource_names: &[crate::heartbeat_key::SECRET_NAME],
+            reason: "the cluster key that authenticates heartbeats (only that Secret)",
         },
     ],
 };
@@ -201,6 +242,12 @@ mod tests {
         assert!(CONTROLLER.allows("", "services/status", "patch", Some("shop")));
         assert!(!CONTROLLER.allows("", "services", "delete", Some("shop")));
         assert!(!SPEAKER.allows("", "services/status", "patch", Some("shop")));
+        // Secrets: the speaker reads one, in FerroLB's namespace only.
+        assert!(SPEAKER.allows("", "secrets", "watch", Some(SYSTEM_NAMESPACE)));
+        assert!(!SPEAKER.allows("", "secrets", "get", Some("default")));
+        assert!(!SPEAKER.allows("", "secrets", "create", Some(SYSTEM_NAMESPACE)));
+        assert!(CONTROLLER.allows("", "secrets", "create", Some(SYSTEM_NAMESPACE)));
+        assert!(!CONTROLLER.allows("", "secrets", "list", Some(SYSTEM_NAMESPACE)));
     }
 
     #[test]
@@ -208,8 +255,15 @@ mod tests {
         for component in COMPONENTS {
             let mut seen = std::collections::BTreeSet::new();
             for p in component.permissions {
-                assert!(seen.insert((p.api_group, p.resource, p.scope == Scope::Cluster)));
+                assert!(seen.insert((
+                    p.api_group,
+                    p.resource,
+                    p.scope == Scope::Cluster,
+                    p.resource_names
+                )));
                 assert!(!p.verbs.is_empty());
+                // The API server cannot limit create to names that do not exist yet.
+                assert!(p.resource_names.is_empty() || !p.verbs.contains(&"create"));
                 assert!(!p.verbs.contains(&"*") && p.resource != "*");
             }
         }

@@ -199,6 +199,14 @@ impl ControllerProcess {
         if let Some(class) = lb_class {
             command.arg("--lb-class").arg(class);
         }
+        // Tests keep out of ferrolb-system (on a real cluster it may be a real installation's):
+        // a test that wants the heartbeat key Secret names its own namespace.
+        if !args
+            .iter()
+            .any(|arg| arg.starts_with("--heartbeat-key-namespace"))
+        {
+            command.arg("--heartbeat-key-namespace=");
+        }
         command.args(args).envs(env.iter().copied());
         let component = Component::spawn("ferrolb-controller", command)?;
         Ok(Self {

@@ -305,9 +305,10 @@ impl Membership {
         let suspects = self
             .peers
             .iter()
+            // A peer that said goodbye stays listed once unheard: if it comes back where this
+            // node cannot hear it, the list is what silences it.
             .filter(|(_, peer)| {
-                !peer.goodbye
-                    && now.saturating_duration_since(peer.heard) >= self.timing.suspect_after()
+                now.saturating_duration_since(peer.heard) >= self.timing.suspect_after()
             })
             .map(|(id, _)| *id)
             .collect();

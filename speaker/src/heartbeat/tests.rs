@@ -510,4 +510,3 @@ fn a_lonely_speaker_answers_for_everything_it_can() {
     assert_eq!(answering.len(), usize::from(IPS));
     assert!(answering.values().all(|nodes| nodes == &["node-0"]));
 }
-
