@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
-use crate::election::{LeaseTiming, LeaseTimingError};
+use crate::heartbeat::{HeartbeatTiming, HeartbeatTimingError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -16,22 +16,25 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Parser)]
 #[command(name = "ferrolb-speaker", version)]
 pub struct Args {
-    /// This node's name (its Lease is named `ferrolb-speaker-` followed by it).
+    /// This node's name (its registration Lease is named `ferrolb-speaker-` followed by it).
     #[arg(long, env = "NODE_NAME")]
     pub node_name: String,
-    /// Namespace of the speakers' Leases.
+    /// Namespace of the speakers' registrations and of the heartbeat key Secret.
     #[arg(long, env = "POD_NAMESPACE", default_value = ferrolb_crds::permissions::SYSTEM_NAMESPACE)]
     pub namespace: String,
-    /// How often the Lease is renewed ("1s", "500ms").
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
-    pub lease_renew: Duration,
-    /// How long other speakers count this one alive after seeing a renewal.
-    #[arg(long, default_value = "3s", value_parser = parse_duration)]
-    pub lease_duration: Duration,
-    /// How long after its last successful renewal this speaker keeps answering; must lie
-    /// between --lease-renew and --lease-duration (default: halfway between them).
-    #[arg(long, value_parser = parse_duration)]
-    pub lease_renew_deadline: Option<Duration>,
+    /// How often a heartbeat is sent on each announcing interface ("75ms"). Every other
+    /// period follows from this, --heartbeat-jitter and --heartbeat-max-delay: a dead node is
+    /// replaced 2 x interval + 2 x jitter + 2 x delay after its last heartbeat (300 ms by
+    /// default); see docs/heartbeat-protocol.md.
+    #[arg(long, default_value = "75ms", value_parser = parse_duration)]
+    pub heartbeat_interval: Duration,
+    /// How late this node's loop may send a heartbeat before it counts as missed.
+    #[arg(long, default_value = "25ms", value_parser = parse_duration)]
+    pub heartbeat_jitter: Duration,
+    /// The longest a heartbeat may take from one speaker to another, on the wire and in the
+    /// receiver's queue.
+    #[arg(long, default_value = "25ms", value_parser = parse_duration)]
+    pub heartbeat_max_delay: Duration,
     /// Where /metrics, /healthz and /readyz are served.
     /// `[::]` is both families (IPv4 only where the node has no IPv6).
     #[arg(long, default_value = "[::]:7473")]
@@ -40,8 +43,8 @@ pub struct Args {
     /// without a class), like the controller.
     #[arg(long)]
     pub lb_class: Option<String>,
-    /// Nice value of the threads that read and answer ARP and NDP (-20 to 19; lower is picked
-    /// sooner when a request arrives). Below the process's own it needs CAP_SYS_NICE; without
+    /// Nice value of the threads that read and answer ARP and NDP and read heartbeats, and of
+    /// the main loop that sends heartbeats (-20 to 19; lower is picked sooner). Below the process's own it needs CAP_SYS_NICE; without
     /// it the readers keep the process's priority, with a warning.
     #[arg(long, default_value_t = -10, allow_negative_numbers = true,
           value_parser = clap::value_parser!(i32).range(-20..=19))]
@@ -57,11 +60,12 @@ pub struct Args {
 }
 
 impl Args {
-    pub fn lease_timing(&self) -> Result<LeaseTiming, LeaseTimingError> {
-        let deadline = self.lease_renew_deadline.unwrap_or_else(|| {
-            LeaseTiming::default_renew_deadline(self.lease_renew, self.lease_duration)
-        });
-        LeaseTiming::new(self.lease_renew, deadline, self.lease_duration)
+    pub fn heartbeat_timing(&self) -> Result<HeartbeatTiming, HeartbeatTimingError> {
+        HeartbeatTiming::new(
+            self.heartbeat_interval,
+            self.heartbeat_jitter,
+            self.heartbeat_max_delay,
+        )
     }
 }
 
@@ -89,36 +93,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn defaults_give_the_documented_lease_timing() {
+    fn defaults_give_the_documented_heartbeat_timing() {
         let args = Args::try_parse_from(["ferrolb-speaker", "--node-name", "node-a"]).unwrap();
-        assert_eq!(args.lease_timing(), Ok(LeaseTiming::DEFAULT));
+        assert_eq!(args.heartbeat_timing(), Ok(HeartbeatTiming::DEFAULT));
         assert_eq!(args.namespace, "ferrolb-system");
         assert_eq!(args.log_format, LogFormat::Text);
     }
 
     #[test]
     fn timings_are_checked_together() {
-        let args = Args::try_parse_from([
-            "ferrolb-speaker",
-            "--node-name",
-            "node-a",
-            "--lease-renew",
-            "500ms",
-            "--lease-duration",
-            "2s",
-        ])
-        .unwrap();
-        let timing = args.lease_timing().unwrap();
-        assert_eq!(timing.renew_deadline, Duration::from_millis(1250));
-        let args = Args::try_parse_from([
-            "ferrolb-speaker",
-            "--node-name",
-            "node-a",
-            "--lease-renew-deadline",
-            "3s",
-        ])
-        .unwrap();
-        assert!(args.lease_timing().is_err());
+        let parse = |extra: &[&str]| {
+            Args::try_parse_from([&["ferrolb-speaker", "--node-name", "node-a"], extra].concat())
+                .unwrap()
+                .heartbeat_timing()
+        };
+        let timing = parse(&["--heartbeat-interval", "50ms"]).unwrap();
+        assert_eq!(timing.dead_after(), Duration::from_millis(225));
+        assert!(
+            parse(&["--heartbeat-interval", "20ms"]).is_err(),
+            "jitter 25 ms"
+        );
+        assert!(parse(&["--heartbeat-interval", "5ms", "--heartbeat-jitter", "1ms"]).is_err());
     }
 
     #[test]

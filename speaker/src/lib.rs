@@ -3,7 +3,9 @@
 //! Pure cores (no I/O, fully unit- and property-tested):
 //! - [`packet`]: ARP and NDP frames, parsed and validated (RFC 826, 4861, 5227) and built;
 //!   the socket filters and the in-kernel ARP responder program, assembled.
-//! - [`election`]: liveness from Lease changes, candidates, rendezvous owners, self-fencing.
+//! - [`heartbeat`]: liveness on the LAN: the heartbeat frame, replay checks, periods, and the
+//!   membership rules that decide who counts alive and when this node must fall silent.
+//! - [`election`]: candidates and rendezvous owners over the speakers counted alive.
 //! - [`announcer`]: what the owner sends (gratuitous bursts and repeats) and answers.
 //! - [`speaker_state`]: the above tied together for one node, fence checked on every frame.
 //! - [`cluster`], [`interfaces`]: Kubernetes objects and rtnetlink links as election inputs.
@@ -13,8 +15,9 @@
 //! in-kernel ARP responder kept in step with what the node owns), [`netlink`] (links and addresses
 //! through rtnetlink), [`metrics`], [`cli`], [`http`] (/metrics, /healthz, /readyz).
 //!
-//! The process: [`runtime`] (watches and the main loop), [`renewer`] (this node's Lease),
-//! [`statuses`] (ServiceL2Status objects).
+//! The process: [`runtime`] (watches and the main loop), [`registration`] (this node's
+//! registration Lease), [`heartbeat_transport`] and [`heartbeat_keys`] (heartbeat sockets and
+//! the key Secret), [`statuses`] (ServiceL2Status objects).
 
 pub mod announcer;
 pub mod bpf;
@@ -24,6 +27,8 @@ pub mod dataplane;
 pub mod election;
 pub mod heap;
 pub mod heartbeat;
+pub mod heartbeat_keys;
+pub mod heartbeat_transport;
 pub mod http;
 pub mod interfaces;
 pub mod kernel_arp;
@@ -32,7 +37,7 @@ pub mod netlink;
 pub mod packet;
 pub mod packet_socket;
 pub mod probe;
-pub mod renewer;
+pub mod registration;
 pub mod runtime;
 pub mod speaker_state;
 pub mod statuses;
@@ -41,12 +46,12 @@ pub mod thread_priority;
 /// The whole process for `args`: logging, then the runtime around [`runtime::run`]. The
 /// `ferrolb-speaker` binary and the image's multi-call `ferrolb` binary both start here.
 ///
-/// The main loop runs on the main thread and the status writer, Lease renewer and HTTP server
+/// The main loop runs on the main thread and the status writer, registration and HTTP server
 /// on one worker; the packet path has its own reader threads. More workers only add stacks and
 /// heap arenas.
 pub fn main_process(args: cli::Args) -> anyhow::Result<()> {
     use anyhow::Context as _;
-    let timing = args.lease_timing().context("lease timing flags")?;
+    let timing = args.heartbeat_timing().context("heartbeat timing flags")?;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     match args.log_format {

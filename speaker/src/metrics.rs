@@ -3,9 +3,15 @@
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use ferrolb_crds::InterfaceName;
 use prometheus_client::registry::Registry;
 
 use crate::announcer::OwnershipChange;
+use crate::heartbeat_transport::HeartbeatCounters;
 use crate::packet::ParseError;
 
 type Labels = Vec<(String, String)>;
@@ -28,6 +34,11 @@ pub struct Metrics {
     live_peers: Gauge,
     fenced: Gauge,
     ips_without_owner: Gauge,
+    peers_alive: Family<Labels, Gauge>,
+    detection_seconds: Histogram,
+    round_late_seconds: Histogram,
+    /// Heartbeats sent, received and rejected; shared with the heartbeat readers.
+    pub heartbeat: HeartbeatCounters,
 }
 
 impl Default for Metrics {
@@ -63,6 +74,12 @@ impl Metrics {
             live_peers: Gauge::default(),
             fenced: Gauge::default(),
             ips_without_owner: Gauge::default(),
+            peers_alive: Family::default(),
+            // 50 ms to 3.2 s: the default dead time is 300 ms.
+            detection_seconds: Histogram::new(exponential_buckets(0.05, 2.0, 7)),
+            // 1 ms to 256 ms: the default jitter allowance is 25 ms.
+            round_late_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 9)),
+            heartbeat: HeartbeatCounters::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -107,12 +124,12 @@ impl Metrics {
         );
         registry.register(
             "live_peers",
-            "Other speakers whose Lease this node saw change within the lease duration",
+            "Other speakers counted alive from their heartbeats, on any network",
             metrics.live_peers.clone(),
         );
         registry.register(
             "fenced",
-            "1 while this speaker may not answer (its Lease is not renewed), else 0",
+            "1 while this speaker may not answer on any network (not yet joined, suspected by a peer, or its heartbeat loop late), else 0",
             metrics.fenced.clone(),
         );
         registry.register(
@@ -120,10 +137,44 @@ impl Metrics {
             "IPs that an L2Advertisement covers and a Service holds, with no live candidate node: nobody answers for them (every speaker computes the same number; 0 while fenced)",
             metrics.ips_without_owner.clone(),
         );
+        registry.register(
+            "peers_alive",
+            "Other speakers counted alive from their heartbeats, by interface",
+            metrics.peers_alive.clone(),
+        );
+        registry.register(
+            "peer_detection_seconds",
+            "How long a peer had been unheard when this node counted it dead (a goodbye: about 0)",
+            metrics.detection_seconds.clone(),
+        );
+        registry.register(
+            "heartbeat_round_late_seconds",
+            "How much later than one interval after the previous round each round of heartbeats went out (past the jitter allowance, this node stops answering until the next)",
+            metrics.round_late_seconds.clone(),
+        );
+        metrics.heartbeat.register(&mut registry);
         Self {
             registry,
             ..metrics
         }
+    }
+
+    pub fn set_peers_alive(&self, by_interface: &BTreeMap<InterfaceName, usize>) {
+        // Interfaces that went away drop out rather than freeze at their last value.
+        self.peers_alive.clear();
+        for (interface, alive) in by_interface {
+            self.peers_alive
+                .get_or_create(&label("interface", interface.as_str()))
+                .set(as_gauge(*alive));
+        }
+    }
+
+    pub fn heartbeat_round_late(&self, late: Duration) {
+        self.round_late_seconds.observe(late.as_secs_f64());
+    }
+
+    pub fn peer_detected_dead(&self, unheard: Duration) {
+        self.detection_seconds.observe(unheard.as_secs_f64());
     }
 
     pub fn frame_dropped(&self, error: ParseError) {

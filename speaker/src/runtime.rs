@@ -1,12 +1,14 @@
-//! The speaker process: Kubernetes watches, the Lease renewer, rtnetlink and the conflicts the
-//! packet readers see, all feeding one [`SpeakerState`] in one task, which publishes what the
-//! readers answer from (a [`crate::speaker_state::Snapshot`]) whenever it may have changed.
+//! The speaker process: Kubernetes watches, the heartbeats, rtnetlink and the conflicts the
+//! packet readers see, all feeding one [`SpeakerState`] in one task, which sends this node's
+//! heartbeats and publishes what the readers answer from (a
+//! [`crate::speaker_state::Snapshot`]) whenever it may have changed.
 //!
 //! Requests are answered by the readers themselves ([`crate::dataplane`]), so neither this loop
-//! nor the API server is on the path of a reply. Everything that talks to the API (Lease
-//! renewal, ServiceL2Status writes, events) runs in its own task; the snapshot carries the fence
-//! instant, so answers still stop a renew deadline after the last renewal sent even if this loop
-//! is stuck.
+//! nor the API server is on the path of a reply. Everything that talks to the API (the
+//! registration, ServiceL2Status writes, events) runs in its own task. Heartbeats are sent by
+//! this loop, after it has acted on every heartbeat it read: the snapshot carries the fence of
+//! the last one sent, so a stuck loop stops answering a fence after its last heartbeat, before
+//! any peer can count it dead.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -31,18 +33,32 @@ use crate::announcer::{BurstPolicy, Conflict, OwnershipChange};
 use crate::cli::Args;
 use crate::cluster::{lease, node, service};
 use crate::dataplane::{ConflictSeen, DataPlane};
-use crate::election::{LeaseTiming, PoolFacts, ServiceId};
+use crate::election::{PoolFacts, ServiceId};
 use crate::heap::HeapTrimmer;
+use crate::heartbeat::{self, Heartbeat, HeartbeatTiming, Kind, NodeId, node_id, wire};
+use crate::heartbeat_keys::{KeyRing, SharedKeys, watch_keys};
+use crate::heartbeat_transport::{HeartbeatTransport, Notice, Receivers};
 use crate::http::{self, Health};
 use crate::interfaces::{LinkState, announcing_links, publishable};
 use crate::metrics::Metrics;
 use crate::netlink::LinkMonitor;
-use crate::renewer::{Renewer, lease_selector};
+use crate::registration::{Registration, lease_selector};
 use crate::speaker_state::SpeakerState;
 use crate::statuses::{Desired, DesiredStatuses, StatusWriter};
+use crate::thread_priority::set_current_thread_nice;
 
 /// At most one conflict event per IP in this interval.
 const CONFLICT_EVENT_INTERVAL: Duration = Duration::from_secs(10);
+/// At most one event (and log line) per node about heartbeats failing authentication or
+/// arriving from another time, in this interval.
+const HEARTBEAT_WARNING_INTERVAL: Duration = Duration::from_secs(60);
+/// Nothing is announced for this long after this node's own registration arrived through its
+/// watch, so peers that hear its heartbeats but do not know it yet (see
+/// `Membership::heard_unknown`) have their watches catch up even where heartbeats are cut one
+/// way.
+const STARTUP_HOLD: Duration = Duration::from_secs(1);
+/// A goodbye is sent this many times (a lost one costs its peers the dead time).
+const GOODBYE_COPIES: usize = 2;
 
 enum Input {
     Lease(Box<watcher::Event<Lease>>),
@@ -52,6 +68,51 @@ enum Input {
     Pool(Box<watcher::Event<IPAddressPool>>),
     Advertisement(Box<watcher::Event<L2Advertisement>>),
     WatchError(&'static str, watcher::Error),
+}
+
+/// What this node's heartbeats carry besides the lists: who sends them, and in which run.
+struct HeartbeatSender {
+    me: NodeId,
+    incarnation: u64,
+    sequence: u32,
+}
+
+impl HeartbeatSender {
+    fn new(node: &str) -> Self {
+        Self {
+            me: node_id(node),
+            incarnation: u64::try_from(unix_micros()).unwrap_or(u64::MAX),
+            sequence: 0,
+        }
+    }
+
+    fn frame(
+        &mut self,
+        keys: &KeyRing,
+        kind: Kind,
+        api_reachable: bool,
+        outgoing: heartbeat::Outgoing,
+    ) -> Vec<u8> {
+        self.sequence = self.sequence.wrapping_add(1);
+        let heartbeat = Heartbeat {
+            kind,
+            api_reachable,
+            key_id: keys.signing_id(),
+            node: self.me,
+            incarnation: self.incarnation,
+            sequence: self.sequence,
+            sent_unix_ms: u64::try_from(unix_micros() / 1000).unwrap_or(u64::MAX),
+            suspects: outgoing.suspects,
+            reported: outgoing.reported,
+        };
+        wire::encode(&heartbeat, keys.signing_key())
+    }
+}
+
+fn unix_micros() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_micros())
 }
 
 fn watch_stream<K>(
@@ -144,13 +205,25 @@ struct Speaker {
     advertisements: Store<L2Advertisement>,
     interfaces_tx: watch::Sender<String>,
     statuses_tx: watch::Sender<DesiredStatuses>,
-    /// When the first renewal succeeded: nothing is announced for one renew interval after it,
-    /// so the previous owners of this node's IPs see its Lease and stop first.
-    first_renewal: Option<Instant>,
-    startup_hold: Duration,
+    /// When this node's own registration first arrived through its watch: nothing is announced
+    /// until [`STARTUP_HOLD`] after it.
+    registered_at: Option<Instant>,
     /// Links changed since the last step (sockets to reopen).
     links_changed: bool,
     last_conflict_event: HashMap<IpAddr, Instant>,
+    transport: HeartbeatTransport,
+    keys: SharedKeys,
+    sender: HeartbeatSender,
+    /// A heartbeat should go out at once (a new suspicion to relay).
+    send_now: bool,
+    /// The last registration write succeeded and no watch has failed since: what heartbeats
+    /// say as api-reachable.
+    registration_ok: bool,
+    watch_failing: bool,
+    last_heartbeat_warning: HashMap<(NodeId, &'static str), Instant>,
+    timing: HeartbeatTiming,
+    /// When heartbeats last went out, to measure how late the next round is.
+    last_round: Option<Instant>,
 }
 
 impl Speaker {
@@ -164,6 +237,7 @@ impl Speaker {
     }
 
     fn handle(&mut self, input: Input, now: Instant) {
+        self.watch_failing = matches!(input, Input::WatchError(..));
         match input {
             Input::Lease(event) => self.lease_event(*event, now),
             Input::Node(event) => {
@@ -174,6 +248,7 @@ impl Speaker {
                         .values()
                         .filter_map(|n| node::node_facts(n, Vec::new()));
                     self.state.set_nodes(facts.collect::<Vec<_>>());
+                    self.update_registrations(now);
                 }
             }
             Input::Service(event) => {
@@ -228,34 +303,49 @@ impl Speaker {
     }
 
     fn lease_event(&mut self, event: watcher::Event<Lease>, now: Instant) {
-        match &event {
-            watcher::Event::Apply(object) | watcher::Event::InitApply(object) => {
-                if let Some(seen) = lease::observe(object) {
-                    if let Some(error) = &seen.interfaces_error {
-                        tracing::debug!(node = %seen.node, %error, "speaker Lease without usable interfaces");
-                    }
-                    self.state.lease_seen(&seen, now);
-                }
-            }
-            watcher::Event::Delete(object) => {
-                if let Some(seen) = lease::observe(object) {
-                    self.state.lease_deleted(&seen.node, now);
-                }
-            }
-            watcher::Event::InitDone => {
-                // Those missing from the relist are gone.
-                let relisted = self.leases.relist.as_ref();
-                for key in self.leases.objects.keys() {
-                    if !relisted.is_some_and(|r| r.contains_key(key))
-                        && let Some(node) = key.1.strip_prefix(lease::LEASE_PREFIX)
-                    {
-                        self.state.lease_deleted(node, now);
-                    }
-                }
-            }
-            watcher::Event::Init => {}
+        if self.leases.apply(event) {
+            self.update_registrations(now);
         }
-        self.leases.apply(event);
+    }
+
+    /// The registered speakers: a held registration Lease of a node that exists. A Lease left
+    /// behind by a node that was deleted registers nobody.
+    fn update_registrations(&mut self, now: Instant) {
+        if !self.leases.synced {
+            return;
+        }
+        let mut registered = BTreeSet::new();
+        for object in self.leases.objects.values() {
+            let Some(seen) = lease::observe(object) else {
+                continue;
+            };
+            if let Some(error) = &seen.interfaces_error {
+                tracing::debug!(node = %seen.node, %error, "speaker registration without usable interfaces");
+            }
+            let exists = self
+                .nodes
+                .objects
+                .contains_key(&(String::new(), seen.node.clone()));
+            if !seen.held || !(exists || seen.node == self.node) {
+                continue;
+            }
+            if seen.node == self.node {
+                self.registered_at.get_or_insert(now);
+            }
+            self.state.registered(&seen.node, &seen.interfaces, now);
+            registered.insert(seen.node);
+        }
+        let gone: Vec<String> = self
+            .state
+            .registered_nodes()
+            .filter(|node| !registered.contains(*node))
+            .map(str::to_owned)
+            .collect();
+        for node in gone {
+            self.state.unregistered(&node, now);
+        }
+        self.transport
+            .set_known(self.state.registered_ids().collect());
     }
 
     fn update_services(&mut self) {
@@ -293,41 +383,189 @@ impl Speaker {
                     *current = annotation;
                     changed
                 });
-                self.state.set_links(announcing_links(&self.links), now);
+                let announcing = announcing_links(&self.links);
+                let wanted = announcing
+                    .iter()
+                    .filter_map(|(name, mac)| {
+                        let link = self.links.iter().find(|l| l.name == name.as_str())?;
+                        Some((name.clone(), (link.index, *mac)))
+                    })
+                    .collect();
+                for (interface, error) in self.transport.reconcile(&wanted) {
+                    tracing::warn!(%interface, %error, "cannot open the heartbeat socket");
+                }
+                self.state.set_links(announcing, now);
                 self.links_changed = true;
             }
             Err(error) => tracing::warn!(%error, "reading links failed"),
         }
     }
 
-    /// Re-elects if anything changed, then opens sockets, sends what is due and publishes.
+    /// Steps the heartbeats; re-elects if anything changed, then opens sockets, sends what is
+    /// due and publishes; then sends the heartbeats that are due, so the fence moves forward
+    /// only once everything read so far has been acted on.
     fn step(&mut self, now: Instant) {
-        if !self.synced()
-            || self
-                .first_renewal
-                .is_none_or(|at| now < at + self.startup_hold)
-        {
-            return;
-        }
-        let mut changed = std::mem::take(&mut self.links_changed);
-        if self.state.needs_recompute(now) {
-            let changes = self.state.recompute(now);
-            // Before sockets change, so no reader answers from an older ownership.
-            self.publish_snapshot();
-            self.ownership_changed(&changes);
-            changed = true;
-        }
-        if changed {
-            self.reconcile_sockets_and_statuses(now);
-        }
-        for outgoing in self.state.due(now) {
-            match self.dataplane.send(&outgoing.interface, &outgoing.frame) {
-                Ok(()) => self.health.metrics.gratuitous_sent(&outgoing.frame),
-                Err(error) => {
-                    tracing::debug!(interface = %outgoing.interface, %error, "sending a gratuitous frame failed");
+        let keys = self.keys.read().ok().and_then(|keys| keys.clone());
+        // Before the registrations are read every sender is unknown, and listing them all would
+        // silence them: this node joins only once it knows who is who.
+        let heartbeating = keys.is_some() && self.leases.synced && self.nodes.synced;
+        let due = heartbeating && self.state.step_heartbeats(now);
+        let announcing = self.synced()
+            && self
+                .registered_at
+                .is_some_and(|at| now >= at + STARTUP_HOLD);
+        if announcing {
+            let mut changed = std::mem::take(&mut self.links_changed);
+            if self.state.needs_recompute(now) {
+                let changes = self.state.recompute(now);
+                // Before sockets change, so no reader answers from an older ownership.
+                self.publish_snapshot(now);
+                self.ownership_changed(&changes);
+                changed = true;
+            }
+            for detection in self.state.take_detections() {
+                self.health.metrics.peer_detected_dead(detection);
+            }
+            if changed {
+                self.reconcile_sockets_and_statuses(now);
+            }
+            for outgoing in self.state.due(now) {
+                match self.dataplane.send(&outgoing.interface, &outgoing.frame) {
+                    Ok(()) => self.health.metrics.gratuitous_sent(&outgoing.frame),
+                    Err(error) => {
+                        tracing::debug!(interface = %outgoing.interface, %error, "sending a gratuitous frame failed");
+                    }
                 }
             }
         }
+        if let Some(keys) = keys.filter(|_| due || (heartbeating && self.send_now)) {
+            self.send_now = false;
+            if let Some(last) = self.last_round {
+                let late = now.saturating_duration_since(last + self.timing.interval);
+                self.health.metrics.heartbeat_round_late(late);
+                if late > self.timing.jitter {
+                    tracing::debug!(?late, "heartbeats sent later than the jitter allowance");
+                }
+            }
+            self.last_round = Some(now);
+            let api_reachable = self.registration_ok && !self.watch_failing;
+            for (interface, outgoing) in self.state.outgoing_heartbeats(now) {
+                let frame = self
+                    .sender
+                    .frame(&keys, Kind::Heartbeat, api_reachable, outgoing);
+                match self.transport.send(&interface, &frame) {
+                    Ok(()) => {
+                        self.state.heartbeat_sent(&interface, Instant::now());
+                        self.health.metrics.heartbeat.sent(interface.as_str());
+                    }
+                    Err(error) => {
+                        tracing::debug!(%interface, %error, "sending a heartbeat failed");
+                    }
+                }
+            }
+        }
+    }
+
+    /// SIGTERM: silent first (readers and kernel), then a goodbye on every network.
+    fn leave(&mut self) {
+        let now = Instant::now();
+        let (lost, goodbyes) = self.state.release(now);
+        self.publish_snapshot(now);
+        self.ownership_changed(&lost);
+        let keys = self.keys.read().ok().and_then(|keys| keys.clone());
+        let Some(keys) = keys else {
+            return;
+        };
+        for _ in 0..GOODBYE_COPIES {
+            for (interface, outgoing) in &goodbyes {
+                let frame =
+                    self.sender
+                        .frame(&keys, Kind::Goodbye, self.registration_ok, outgoing.clone());
+                if let Err(error) = self.transport.send(interface, &frame) {
+                    tracing::debug!(%interface, %error, "sending a goodbye failed");
+                }
+            }
+        }
+        tracing::info!(networks = goodbyes.len(), "said goodbye on the LAN");
+    }
+
+    /// A heartbeat notice from the readers: an unknown sender to list, a peer's clock, or a
+    /// frame that failed authentication (a Warning event on the claimed node, rate-limited).
+    fn notice(&mut self, notice: Notice, now: Instant) {
+        match notice {
+            Notice::UnknownSender { interface, node } => {
+                if self.state.unknown_sender(&interface, node, now) {
+                    self.send_now = true;
+                }
+            }
+            Notice::Clock { interface, node } => {
+                self.state.refused_in_time(&interface, node);
+                if self.heartbeat_warning_due(node, "clock", now) {
+                    let name = self
+                        .state
+                        .name_of(node)
+                        .unwrap_or("an unknown node")
+                        .to_owned();
+                    let note = format!(
+                        "heartbeats from {name} on {interface} are authentic but their send time is more than 5 s from {}'s clock: {name} is counted as unheard; synchronise the nodes' clocks (NTP)",
+                        self.node
+                    );
+                    tracing::warn!(peer = %name, %interface, "{note}");
+                    self.publish_on_node(&name, "HeartbeatClockSkew", note);
+                }
+            }
+            Notice::AuthenticationFailed {
+                interface,
+                claimed,
+                key_id,
+            } => {
+                if self.heartbeat_warning_due(claimed, "auth", now) {
+                    let name = self.state.name_of(claimed).map(str::to_owned);
+                    let who = name
+                        .clone()
+                        .unwrap_or_else(|| format!("node id {:016x}", claimed.0));
+                    let note = format!(
+                        "heartbeats on {interface} claiming to come from {who} (key id {key_id}) fail authentication at {}: they are ignored. If {who} is a FerroLB node, its key differs from this node's: check the Secret {} and that every speaker has loaded its keys",
+                        self.node,
+                        ferrolb_crds::heartbeat_key::SECRET_NAME
+                    );
+                    tracing::warn!(claimed = %who, %interface, key_id, "{note}");
+                    if let Some(name) = name {
+                        self.publish_on_node(&name, "HeartbeatAuthenticationFailed", note);
+                    }
+                }
+            }
+        }
+    }
+
+    fn heartbeat_warning_due(&mut self, node: NodeId, kind: &'static str, now: Instant) -> bool {
+        let last = self.last_heartbeat_warning.get(&(node, kind));
+        if last.is_some_and(|at| now.duration_since(*at) < HEARTBEAT_WARNING_INTERVAL) {
+            return false;
+        }
+        self.last_heartbeat_warning.insert((node, kind), now);
+        true
+    }
+
+    /// A Warning event about the Node `node`, published in the background.
+    fn publish_on_node(&self, node: &str, reason: &str, note: String) {
+        let Some(object) = self.nodes.objects.get(&(String::new(), node.to_owned())) else {
+            return;
+        };
+        let reference = object.object_ref(&());
+        let event = KubeEvent {
+            type_: EventType::Warning,
+            reason: reason.to_owned(),
+            note: Some(note),
+            action: "Heartbeat".to_owned(),
+            secondary: None,
+        };
+        let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
+        tokio::spawn(async move {
+            if let Err(error) = recorder.publish(&event, &reference).await {
+                tracing::warn!(%error, "publishing an event failed");
+            }
+        });
     }
 
     /// Sockets and groups for what is announced now; metrics; the statuses to write.
@@ -352,12 +590,7 @@ impl Speaker {
         {
             tracing::warn!(%error, "joining a solicited-node group failed");
         }
-        let may_answer = self.state.may_answer(now);
-        self.health.metrics.set_state(
-            if may_answer { announced.len() } else { 0 },
-            self.state.live_peers(),
-            !may_answer,
-        );
+        self.update_gauges(now);
         self.health
             .metrics
             .set_ips_without_owner(self.state.ips_without_owner());
@@ -367,6 +600,21 @@ impl Speaker {
             *current = desired;
             changed
         });
+    }
+
+    fn update_gauges(&self, now: Instant) {
+        let may_answer = self.state.may_answer(now);
+        let announced = if may_answer {
+            self.state.announced().len()
+        } else {
+            0
+        };
+        self.health
+            .metrics
+            .set_state(announced, self.state.live_peers(now), !may_answer);
+        self.health
+            .metrics
+            .set_peers_alive(&self.state.peers_alive_by_interface(now));
     }
 
     fn desired_statuses(&self) -> DesiredStatuses {
@@ -484,8 +732,8 @@ impl Speaker {
     /// What the packet readers answer from: the fence, owned IPs, links and FerroLB MACs.
     /// Rebuilt whole after every wake-up of the loop (a few per renew interval); readers keep
     /// the previous one until the swap.
-    fn publish_snapshot(&mut self) {
-        self.dataplane.publish(self.state.snapshot());
+    fn publish_snapshot(&mut self, now: Instant) {
+        self.dataplane.publish(self.state.snapshot(now));
         // Read here, at the loop's pace, rather than per scrape: one map read per wake-up.
         if let Some(replies) = self.dataplane.kernel_arp_replies() {
             self.health.metrics.kernel_arp_replies(replies);
@@ -565,10 +813,14 @@ fn watches(client: &Client, namespace: &str) -> SelectAll<BoxStream<'static, Inp
 }
 
 /// The whole process, until SIGTERM.
-pub async fn run(args: Args, timing: LeaseTiming) -> anyhow::Result<()> {
+pub async fn run(args: Args, timing: HeartbeatTiming) -> anyhow::Result<()> {
     let client = Client::try_default()
         .await
         .context("no Kubernetes API: set KUBECONFIG, have ~/.kube/config, or run in a cluster")?;
+    // The loop sends the heartbeats: it gets the readers' priority (best effort, as theirs).
+    if let Err(error) = set_current_thread_nice(args.reader_nice) {
+        tracing::warn!(nice = args.reader_nice, %error, "cannot set the main loop's nice value; heartbeats may be late on a busy node");
+    }
     let health = Arc::new(Health::new(Metrics::new()));
     let listener = http::bind(args.metrics_bind_address).await?;
     let server = tokio::spawn(http::serve(listener, health.clone()));
@@ -579,10 +831,27 @@ pub async fn run(args: Args, timing: LeaseTiming) -> anyhow::Result<()> {
         args.kernel_arp,
     )
     .context("opening the data plane")?;
+    let keys = SharedKeys::default();
+    let (keys_changed_tx, _keys_changed) = watch::channel(0u64);
+    let key_watch = tokio::spawn(watch_keys(
+        client.clone(),
+        args.namespace.clone(),
+        keys.clone(),
+        keys_changed_tx,
+    ));
+    let (transport, receivers) = HeartbeatTransport::new(
+        keys.clone(),
+        health.metrics.heartbeat.clone(),
+        args.reader_nice,
+    );
+    let Receivers {
+        mut accepted,
+        mut notices,
+    } = receivers;
 
     let (interfaces_tx, interfaces_rx) = watch::channel(String::from("[]"));
     let (statuses_tx, statuses_rx) = watch::channel(DesiredStatuses::new());
-    let (renewed_tx, mut renewed_rx) = mpsc::unbounded_channel();
+    let (written_tx, mut written_rx) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let mut speaker = Speaker {
@@ -605,27 +874,33 @@ pub async fn run(args: Args, timing: LeaseTiming) -> anyhow::Result<()> {
         advertisements: Store::new(),
         interfaces_tx,
         statuses_tx,
-        first_renewal: None,
-        startup_hold: timing.renew_interval,
+        registered_at: None,
         links_changed: true,
         last_conflict_event: HashMap::new(),
+        transport,
+        keys,
+        sender: HeartbeatSender::new(&args.node_name),
+        send_now: false,
+        registration_ok: false,
+        watch_failing: false,
+        last_heartbeat_warning: HashMap::new(),
+        timing,
+        last_round: None,
     };
-    // Publish the interfaces from the first renewal on.
+    // Publish the interfaces from the first registration on.
     speaker.refresh_links(&monitor, Instant::now()).await;
 
-    let renewer = Renewer::new(
+    let registration = Registration::new(
         Api::namespaced(client.clone(), &args.namespace),
         &args.node_name,
-        timing.renew_interval,
-        timing.lease_duration,
     );
-    let renewer = tokio::spawn(renewer.run(interfaces_rx, renewed_tx, stop_rx));
+    let registration = tokio::spawn(registration.run(interfaces_rx, written_tx, stop_rx));
     let writer = tokio::spawn(StatusWriter::new(client.clone(), &args.node_name).run(statuses_rx));
     let mut inputs = watches(&client, &args.namespace);
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
-    let mut renew_failures = 0u32;
-    // The loop wakes at least once per renewal, so trims keep their pace.
+    let mut write_failures = 0u32;
+    // The loop wakes at least once per heartbeat interval, so trims keep their pace.
     let mut heap = HeapTrimmer::new(Instant::now());
 
     loop {
@@ -636,33 +911,45 @@ pub async fn run(args: Args, timing: LeaseTiming) -> anyhow::Result<()> {
             .into_iter()
             .chain(
                 speaker
-                    .first_renewal
-                    .map(|at| at + speaker.startup_hold)
+                    .registered_at
+                    .map(|at| at + STARTUP_HOLD)
                     .filter(|at| *at > now),
             )
             .min()
-            .unwrap_or(now + Duration::from_secs(60));
+            .unwrap_or(now + timing.interval);
         tokio::select! {
             biased;
             () = &mut shutdown => break,
+            Some(first) = accepted.recv() => {
+                let mut next = Some(first);
+                // Everything already read, before anything is sent.
+                for _ in 0..4096 {
+                    let Some(heard) = next.take() else { break };
+                    if speaker.state.heartbeat_received(&heard.interface, &heard.heartbeat, heard.at) {
+                        speaker.send_now = true;
+                    }
+                    next = accepted.try_recv().ok();
+                }
+            }
+            Some(notice) = notices.recv() => speaker.notice(notice, Instant::now()),
             Some(seen) = conflicts.recv() => {
                 speaker.conflict_seen(&seen);
                 while let Ok(seen) = conflicts.try_recv() {
                     speaker.conflict_seen(&seen);
                 }
             }
-            Some(outcome) = renewed_rx.recv() => match outcome {
-                Ok(sent_at) => {
-                    if renew_failures > 0 {
-                        tracing::info!(failures = renew_failures, "Lease renewed again");
+            Some(outcome) = written_rx.recv() => match outcome {
+                Ok(()) => {
+                    if write_failures > 0 {
+                        tracing::info!(failures = write_failures, "registration written again");
                     }
-                    renew_failures = 0;
-                    speaker.state.renewed(sent_at);
-                    speaker.first_renewal.get_or_insert(sent_at);
+                    write_failures = 0;
+                    speaker.registration_ok = true;
                 }
                 Err(error) => {
-                    renew_failures += 1;
-                    tracing::warn!(%error, failures = renew_failures, "renewing the Lease failed");
+                    write_failures += 1;
+                    speaker.registration_ok = false;
+                    tracing::warn!(%error, failures = write_failures, "writing the registration failed; retrying");
                 }
             },
             Some(input) = inputs.next() => {
@@ -683,23 +970,23 @@ pub async fn run(args: Args, timing: LeaseTiming) -> anyhow::Result<()> {
             }
             () = tokio::time::sleep_until(deadline.into()) => {}
         }
-        speaker.step(Instant::now());
-        speaker.publish_snapshot();
-        heap.maybe_trim(Instant::now());
+        let now = Instant::now();
+        speaker.step(now);
+        speaker.publish_snapshot(now);
+        speaker.update_gauges(now);
+        heap.maybe_trim(now);
         health.ready.store(
-            speaker.synced() && speaker.first_renewal.is_some(),
+            speaker.synced() && speaker.registered_at.is_some(),
             Ordering::Relaxed,
         );
     }
 
-    // Stop answering first (the readers too), then give the Lease up so a peer takes over at
-    // once.
-    let lost = speaker.state.release();
-    speaker.publish_snapshot();
-    speaker.ownership_changed(&lost);
+    // Stop answering first (the readers too), then say goodbye so peers take over at once.
+    speaker.leave();
     health.ready.store(false, Ordering::Relaxed);
     let _ = stop_tx.send(true);
-    let _ = renewer.await;
+    let _ = registration.await;
+    key_watch.abort();
     // Remove this node's ServiceL2Statuses; the new owners write theirs.
     speaker.statuses_tx.send_replace(DesiredStatuses::new());
     drop(speaker);

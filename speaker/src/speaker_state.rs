@@ -1,24 +1,26 @@
 //! Everything one speaker knows, and what it announces because of it: the pure core that the
-//! Kubernetes watches, the Lease renewer, rtnetlink and the packet sockets drive.
+//! Kubernetes watches, the heartbeats, rtnetlink and the packet sockets drive.
 //!
-//! Its one safety rule: whatever the caller forgets to do, this speaker answers nothing once its
-//! self-fence has fallen ([`SpeakerState::handle_frame`] checks the fence on every frame, not
-//! only when owners are recomputed).
+//! Liveness is what the heartbeats say, per network ([`crate::heartbeat`]); the API server
+//! supplies the registered speakers and every candidate fact. Its one safety rule: whatever
+//! the caller forgets to do, this speaker answers nothing once the fence of its last heartbeat
+//! has fallen ([`Snapshot::handle_frame`] checks it on every frame, and the in-kernel
+//! responder has the same instant), so a stalled loop goes silent on time.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ferrolb_crds::{InterfaceName, L2AdvertisementSpec, ServiceL2StatusStatus};
 
 use crate::announcer::{
     Announcer, Answering, Assignment, BurstPolicy, Conflict, Outgoing, OwnershipChange,
 };
-use crate::cluster::lease::LeaseObservation;
 use crate::election::{
-    ClusterView, Election, LeaseEvent, LeaseTiming, Liveness, NodeFacts, PoolFacts,
-    PublishedInterface, SelfFence, ServiceFacts, ServiceId, gratuitous_interval,
+    Alive, ClusterView, Election, NodeFacts, PoolFacts, PublishedInterface, ServiceFacts,
+    ServiceId, gratuitous_interval,
 };
+use crate::heartbeat::{self, Heartbeat, HeartbeatTiming, Membership, NodeId, node_id};
 use crate::packet::{Inbound, MacAddr, ParseError, parse_frame};
 
 /// What became of one received frame.
@@ -91,9 +93,13 @@ impl Snapshot {
 #[derive(Debug)]
 pub struct SpeakerState {
     node: String,
-    liveness: Liveness,
-    fence: SelfFence,
-    /// Node facts from the API, without interfaces (those come from the Leases).
+    me: NodeId,
+    timing: HeartbeatTiming,
+    /// What this node hears on each interface it heartbeats on (every announcing link).
+    networks: BTreeMap<InterfaceName, Membership>,
+    /// The other registered speakers, by the id their heartbeats carry.
+    names: BTreeMap<NodeId, String>,
+    /// Node facts from the API, without interfaces (those come from the registrations).
     nodes: BTreeMap<String, NodeFacts>,
     published: BTreeMap<String, Vec<PublishedInterface>>,
     pools: Vec<PoolFacts>,
@@ -103,16 +109,22 @@ pub struct SpeakerState {
     announcer: Announcer,
     /// What the last recompute was based on, to tell whether another would change anything.
     inputs_changed: bool,
-    computed_alive: BTreeSet<String>,
-    computed_may_answer: bool,
+    computed_presence: BTreeMap<InterfaceName, BTreeSet<String>>,
+    /// How long each peer found dead since the last call to `take_detections` had been
+    /// unheard: the detection time.
+    detections: Vec<Duration>,
+    /// Said goodbye (SIGTERM): never answers again.
+    released: bool,
 }
 
 impl SpeakerState {
-    pub fn new(node: &str, timing: LeaseTiming, burst: BurstPolicy) -> Self {
+    pub fn new(node: &str, timing: HeartbeatTiming, burst: BurstPolicy) -> Self {
         Self {
             node: node.to_owned(),
-            liveness: Liveness::new(timing.lease_duration),
-            fence: SelfFence::new(timing.renew_deadline),
+            me: node_id(node),
+            timing,
+            networks: BTreeMap::new(),
+            names: BTreeMap::new(),
             nodes: BTreeMap::new(),
             published: BTreeMap::new(),
             pools: Vec::new(),
@@ -121,45 +133,132 @@ impl SpeakerState {
             election: Election::default(),
             announcer: Announcer::new(burst),
             inputs_changed: true,
-            computed_alive: BTreeSet::new(),
-            computed_may_answer: false,
+            computed_presence: BTreeMap::new(),
+            detections: Vec::new(),
+            released: false,
         }
     }
 
     // ---- inputs; call `recompute` after a batch of them ----
 
-    /// A speaker Lease was seen (this node's own included: its interfaces come from it too).
-    pub fn lease_seen(&mut self, lease: &LeaseObservation, now: Instant) {
-        if self.published.get(&lease.node) != Some(&lease.interfaces) {
-            self.published
-                .insert(lease.node.clone(), lease.interfaces.clone());
+    /// A speaker's registration was seen (this node's own included: its interfaces come from
+    /// it too): the speaker runs on `node` with these interfaces.
+    pub fn registered(&mut self, node: &str, interfaces: &[PublishedInterface], now: Instant) {
+        if self.published.get(node).map(Vec::as_slice) != Some(interfaces) {
+            self.published.insert(node.to_owned(), interfaces.to_vec());
             self.inputs_changed = true;
         }
-        if lease.node == self.node {
-            self.liveness.observe_own(&lease.version, now);
-        } else {
-            let event = LeaseEvent::Seen {
-                version: &lease.version,
-                held: lease.held,
-            };
-            self.liveness.observe(&lease.node, event, now);
+        let id = node_id(node);
+        if node != self.node && self.names.insert(id, node.to_owned()).is_none() {
+            self.update_known(now);
         }
     }
 
-    pub fn lease_deleted(&mut self, node: &str, now: Instant) {
+    /// A speaker's registration is gone: it shut down, or its node left the cluster.
+    pub fn unregistered(&mut self, node: &str, now: Instant) {
         self.inputs_changed |= self.published.remove(node).is_some();
-        self.liveness.observe(node, LeaseEvent::Deleted, now);
+        if self.names.remove(&node_id(node)).is_some() {
+            self.update_known(now);
+        }
     }
 
-    /// A renewal of this node's Lease, sent at `sent_at`, succeeded.
-    pub fn renewed(&mut self, sent_at: Instant) {
-        self.fence.renewed(sent_at);
+    fn update_known(&mut self, now: Instant) {
+        let known: BTreeSet<NodeId> = self.names.keys().copied().collect();
+        for membership in self.networks.values_mut() {
+            membership.set_known(&known, now);
+        }
     }
 
-    /// This speaker gives its Lease up (SIGTERM): it stops answering at once.
-    pub fn release(&mut self) -> Vec<OwnershipChange> {
-        self.fence.released();
-        self.announcer.withdraw_all()
+    /// The registered speakers, this node included once its own registration was seen.
+    pub fn registered_nodes(&self) -> impl Iterator<Item = &str> {
+        self.published.keys().map(String::as_str)
+    }
+
+    /// The heartbeat ids of the other registered speakers.
+    pub fn registered_ids(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.names.keys().copied()
+    }
+
+    /// Which node a heartbeat id stands for, among the registered speakers.
+    pub fn name_of(&self, id: NodeId) -> Option<&str> {
+        self.names.get(&id).map(String::as_str)
+    }
+
+    /// A heartbeat that passed authentication and the replay checks arrived on `interface`.
+    /// Returns whether a heartbeat should be sent at once.
+    pub fn heartbeat_received(
+        &mut self,
+        interface: &InterfaceName,
+        heartbeat: &Heartbeat,
+        now: Instant,
+    ) -> bool {
+        self.networks
+            .get_mut(interface)
+            .is_some_and(|membership| membership.receive(heartbeat, now))
+    }
+
+    /// An authenticated heartbeat from a node not registered (yet, as far as this node has
+    /// seen) arrived on `interface`. Returns whether a heartbeat should be sent at once.
+    pub fn unknown_sender(
+        &mut self,
+        interface: &InterfaceName,
+        node: NodeId,
+        now: Instant,
+    ) -> bool {
+        self.networks
+            .get_mut(interface)
+            .is_some_and(|membership| membership.heard_unknown(node, now))
+    }
+
+    /// A registered peer's heartbeat authenticated but is from another time (its clock is off).
+    pub fn refused_in_time(&mut self, interface: &InterfaceName, node: NodeId) {
+        if let Some(membership) = self.networks.get_mut(interface) {
+            membership.refused_in_time(node);
+        }
+    }
+
+    /// Advances every network to `now`; returns whether heartbeats are due.
+    pub fn step_heartbeats(&mut self, now: Instant) -> bool {
+        let mut due = false;
+        for membership in self.networks.values_mut() {
+            due |= membership.step(now);
+        }
+        due && !self.released
+    }
+
+    /// The heartbeat to send on each network now.
+    pub fn outgoing_heartbeats(&self, now: Instant) -> Vec<(InterfaceName, heartbeat::Outgoing)> {
+        self.networks
+            .iter()
+            .map(|(interface, membership)| (interface.clone(), membership.outgoing(now)))
+            .collect()
+    }
+
+    /// The heartbeat for `interface` left this node at `now`.
+    pub fn heartbeat_sent(&mut self, interface: &InterfaceName, now: Instant) {
+        if let Some(membership) = self.networks.get_mut(interface) {
+            membership.sent(now);
+        }
+    }
+
+    /// SIGTERM: stops answering at once and returns the goodbye for each network, to send
+    /// after the silence is published.
+    pub fn release(
+        &mut self,
+        now: Instant,
+    ) -> (
+        Vec<OwnershipChange>,
+        Vec<(InterfaceName, heartbeat::Outgoing)>,
+    ) {
+        self.released = true;
+        self.election = Election::default();
+        let lost = self.announcer.withdraw_all();
+        let goodbyes = self
+            .networks
+            .iter_mut()
+            .map(|(interface, membership)| (interface.clone(), membership.leave(now)))
+            .collect();
+        (lost, goodbyes)
     }
 
     pub fn set_nodes(&mut self, nodes: impl IntoIterator<Item = NodeFacts>) {
@@ -184,31 +283,77 @@ impl SpeakerState {
 
     /// This node's interfaces that are up, with their MACs (from rtnetlink).
     pub fn set_links(&mut self, links: BTreeMap<InterfaceName, MacAddr>, now: Instant) {
+        self.networks
+            .retain(|interface, _| links.contains_key(interface));
+        let known: BTreeSet<NodeId> = self.names.keys().copied().collect();
+        for interface in links.keys() {
+            self.networks.entry(interface.clone()).or_insert_with(|| {
+                let mut membership = Membership::new(self.me, self.timing);
+                membership.set_known(&known, now);
+                membership
+            });
+        }
         self.announcer.set_links(links, now);
+    }
+
+    /// The interfaces this node heartbeats on.
+    pub fn heartbeat_interfaces(&self) -> impl Iterator<Item = &InterfaceName> {
+        self.networks.keys()
     }
 
     // ---- decisions ----
 
-    /// Whether [`SpeakerState::recompute`] could change anything: an input changed, or the set
-    /// of live peers, or the fence. Every speaker renews every second, so most Lease events
-    /// change nothing, and an election over a large cluster is worth skipping.
+    /// Who counts alive on each network as of `now`, this node included where it may answer.
+    fn presence(&self, now: Instant) -> BTreeMap<InterfaceName, BTreeSet<String>> {
+        self.networks
+            .iter()
+            .map(|(interface, membership)| {
+                let mut heard: BTreeSet<String> = membership
+                    .alive(now)
+                    .into_iter()
+                    .filter_map(|id| self.names.get(&id).cloned())
+                    .collect();
+                if !self.released && membership.permitted(now) {
+                    heard.insert(self.node.clone());
+                }
+                (interface.clone(), heard)
+            })
+            .collect()
+    }
+
+    /// Whether [`SpeakerState::recompute`] could change anything: an input changed, or who
+    /// counts alive where. Most heartbeats change nothing, and an election over a large
+    /// cluster is worth skipping.
     pub fn needs_recompute(&self, now: Instant) -> bool {
-        self.inputs_changed
-            || self.fence.may_answer(now) != self.computed_may_answer
-            || self.liveness.alive() != self.computed_alive
+        self.inputs_changed || self.presence(now) != self.computed_presence
     }
 
     /// Re-elects owners and updates what this node announces.
     pub fn recompute(&mut self, now: Instant) -> Vec<OwnershipChange> {
         self.inputs_changed = false;
-        self.computed_alive = self.liveness.alive();
-        self.computed_may_answer = self.fence.may_answer(now);
-        if !self.computed_may_answer {
+        let presence = self.presence(now);
+        for (interface, heard) in &self.computed_presence {
+            let Some(membership) = self.networks.get(interface) else {
+                continue;
+            };
+            let now_heard = presence.get(interface);
+            for node in heard.iter().filter(|node| **node != self.node) {
+                if now_heard.is_none_or(|now_heard| !now_heard.contains(node))
+                    && let Some(unheard) = membership.unheard_for(node_id(node), now)
+                {
+                    self.detections.push(unheard);
+                }
+            }
+        }
+        self.computed_presence = presence;
+        let present_somewhere = self
+            .computed_presence
+            .values()
+            .any(|heard| heard.contains(&self.node));
+        if !present_somewhere {
             self.election = Election::default();
             return self.announcer.withdraw_all();
         }
-        let mut alive = self.computed_alive.clone();
-        alive.insert(self.node.clone());
         let nodes: Vec<NodeFacts> = self
             .nodes
             .values()
@@ -220,7 +365,10 @@ impl SpeakerState {
         let services: Vec<ServiceFacts> = self.services.values().cloned().collect();
         self.election = Election::run(ClusterView {
             nodes: &nodes,
-            alive: &alive,
+            alive: Alive::Heard {
+                local: &self.node,
+                by_interface: &self.computed_presence,
+            },
             pools: &self.pools,
             advertisements: &self.advertisements,
             services: &services,
@@ -246,25 +394,45 @@ impl SpeakerState {
         self.announcer.assign(owned, now)
     }
 
-    /// When to call [`SpeakerState::recompute`] and [`SpeakerState::due`] next without news:
-    /// a peer's Lease running out, this node's fence, or a gratuitous round.
-    pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
-        [
-            self.liveness.next_expiry().filter(|at| *at > now),
-            self.fence
-                .fenced_from()
-                .filter(|_| self.fence.may_answer(now)),
-            self.announcer.next_wakeup(),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+    /// How long each peer found dead since the last call had gone unheard.
+    pub fn take_detections(&mut self) -> Vec<Duration> {
+        std::mem::take(&mut self.detections)
     }
 
-    /// Gratuitous frames due at `now`; none once fenced.
+    /// When to call [`SpeakerState::step_heartbeats`], [`SpeakerState::recompute`] and
+    /// [`SpeakerState::due`] next without news: a heartbeat due, a peer's suspicion or death,
+    /// this node's fence, or a gratuitous round.
+    pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
+        // A membership's deadline may lie in the past (its quiet time ended): stepping then
+        // changes nothing, and waking for it would spin.
+        self.networks
+            .values()
+            .filter_map(Membership::next_deadline)
+            .filter(|at| *at > now)
+            .chain(self.fenced_from(now))
+            .chain(self.announcer.next_wakeup())
+            .min()
+    }
+
+    /// Until when this node may answer at all, as far as it knows at `now` (none: not now).
+    /// Each network allows it only within the fence of the last heartbeat sent there, and the
+    /// election leaves out the networks whose rules forbid it, so the latest instant any
+    /// network allows is the fence for every answer.
+    pub fn fenced_from(&self, now: Instant) -> Option<Instant> {
+        if self.released {
+            return None;
+        }
+        self.networks
+            .values()
+            .filter_map(|membership| membership.answer_until(now))
+            .max()
+    }
+
+    /// Gratuitous frames due at `now`; none while fenced. A fence that falls for a moment (a
+    /// late heartbeat) keeps what is owned: peers still count this node alive, and answering
+    /// resumes with the next heartbeat. What the rules forbid is withdrawn by the election.
     pub fn due(&mut self, now: Instant) -> Vec<Outgoing> {
-        if !self.fence.may_answer(now) {
-            self.announcer.withdraw_all();
+        if !self.may_answer(now) {
             return Vec::new();
         }
         self.announcer.due(now)
@@ -272,17 +440,14 @@ impl SpeakerState {
 
     /// A frame received on `interface` at `now`: decided as the packet readers decide from a
     /// [`Snapshot`] taken now, plus what that decision changes here (a conflict schedules a
-    /// defence; a fallen fence withdraws everything).
+    /// defence).
     pub fn handle_frame(
         &mut self,
         interface: &InterfaceName,
         frame: &[u8],
         now: Instant,
     ) -> FrameOutcome {
-        let outcome = self.snapshot().handle_frame(interface, frame, now);
-        if outcome.dropped.is_none() && !self.fence.may_answer(now) {
-            self.announcer.withdraw_all();
-        }
+        let outcome = self.snapshot(now).handle_frame(interface, frame, now);
         if let Some(conflict) = &outcome.conflict {
             self.conflict_seen(conflict, now);
         }
@@ -293,14 +458,14 @@ impl SpeakerState {
     /// back, at most once per [`crate::announcer::DEFEND_INTERVAL`], and only while the IP is
     /// still ours.
     pub fn conflict_seen(&mut self, conflict: &Conflict, now: Instant) -> bool {
-        self.fence.may_answer(now) && self.announcer.defend(conflict.claim.ip, now)
+        self.may_answer(now) && self.announcer.defend(conflict.claim.ip, now)
     }
 
     /// What this node may answer, frozen for the packet readers. It carries the fence instant,
     /// so readers go silent on time even if nobody publishes a newer one.
-    pub fn snapshot(&self) -> Snapshot {
+    pub fn snapshot(&self, now: Instant) -> Snapshot {
         Snapshot {
-            fenced_from: self.fence.fenced_from(),
+            fenced_from: self.fenced_from(now),
             answering: self.announcer.answering(self.ferrolb_macs()),
         }
     }
@@ -323,13 +488,29 @@ impl SpeakerState {
             .collect()
     }
 
-    /// Other speakers counted alive now.
-    pub fn live_peers(&self) -> usize {
-        self.liveness
-            .alive()
-            .into_iter()
-            .filter(|node| *node != self.node)
-            .count()
+    /// Other speakers counted alive on some network at `now`.
+    pub fn live_peers(&self, now: Instant) -> usize {
+        self.networks
+            .values()
+            .flat_map(|membership| membership.alive(now))
+            .filter(|id| self.names.contains_key(id))
+            .collect::<BTreeSet<_>>()
+            .len()
+    }
+
+    /// Registered speakers counted alive on each network at `now`.
+    pub fn peers_alive_by_interface(&self, now: Instant) -> BTreeMap<InterfaceName, usize> {
+        self.networks
+            .iter()
+            .map(|(interface, membership)| {
+                let alive = membership
+                    .alive(now)
+                    .into_iter()
+                    .filter(|id| self.names.contains_key(id))
+                    .count();
+                (interface.clone(), alive)
+            })
+            .collect()
     }
 
     /// IPs that should be announced but have no live candidate node, as of the last
@@ -339,9 +520,9 @@ impl SpeakerState {
         self.election.ips_without_owner().len()
     }
 
-    /// Whether this speaker's fence lets it answer at `now`.
+    /// Whether this speaker may answer on some network at `now`.
     pub fn may_answer(&self, now: Instant) -> bool {
-        self.fence.may_answer(now)
+        self.fenced_from(now).is_some_and(|fence| now < fence)
     }
 
     /// The solicited-node multicast groups of the IPv6 addresses announced, per interface.

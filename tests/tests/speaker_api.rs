@@ -1,5 +1,6 @@
-//! The speaker's API writers against the API server double, without privileges: the Lease
-//! renewer (create, update with resourceVersion, recovery from a conflicting write, delete) and
+//! The speaker's API writers against the API server double, without privileges: the
+//! registration Lease (create, update with resourceVersion, recovery from a conflicting write,
+//! no periodic writes, delete) and
 //! the ServiceL2Status writer (create with an ownerReference, status patch, deleting only its own).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use ferrolb_crds::{ServiceL2Status, ServiceL2StatusStatus};
 use ferrolb_speaker::election::ServiceId;
-use ferrolb_speaker::renewer::Renewer;
+use ferrolb_speaker::registration::Registration;
 use ferrolb_speaker::statuses::{Desired, DesiredStatuses, StatusWriter};
 use ferrolb_tests::apiserver::{ApiServerConfig, ApiServerHandle};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -30,29 +31,24 @@ async fn double() -> ApiServerHandle {
 }
 
 #[tokio::test]
-async fn the_lease_is_created_renewed_after_conflicts_and_deleted() {
+async fn the_registration_is_created_rewritten_after_conflicts_and_deleted() {
     let api = double().await;
     let client = api.client().unwrap();
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let ns = serde_json::from_value(json!({"metadata": {"name": "ferrolb-system"}})).unwrap();
     let _ = namespaces.create(&PostParams::default(), &ns).await;
     let leases: Api<Lease> = Api::namespaced(client.clone(), "ferrolb-system");
-    let mut renewer = Renewer::new(
-        leases.clone(),
-        "node-a",
-        Duration::from_secs(1),
-        Duration::from_secs(3),
-    );
-    renewer.renew("[]").await.unwrap();
+    let mut registration = Registration::new(leases.clone(), "node-a");
+    registration.write("[]").await.unwrap();
     let first = leases.get("ferrolb-speaker-node-a").await.unwrap();
     let spec = first.spec.clone().unwrap();
     assert_eq!(spec.holder_identity.as_deref(), Some("node-a"));
-    assert_eq!(spec.lease_duration_seconds, Some(3));
+    assert_eq!(spec.lease_duration_seconds, None, "held until deleted");
     assert_eq!(
         first.metadata.labels.as_ref().unwrap()["app.kubernetes.io/component"],
         "speaker"
     );
-    // Someone else writes the Lease: the next renewal gets 409, reads again and succeeds.
+    // Someone else writes the Lease: the next write gets 409, reads again and succeeds.
     leases
         .patch(
             "ferrolb-speaker-node-a",
@@ -62,7 +58,7 @@ async fn the_lease_is_created_renewed_after_conflicts_and_deleted() {
         .await
         .unwrap();
     let text = r#"[{"name":"lan0","mac":"02:00:00:00:00:01","subnets":["198.51.100.5/24"]}]"#;
-    renewer.renew(text).await.unwrap();
+    registration.write(text).await.unwrap();
     let second = leases.get("ferrolb-speaker-node-a").await.unwrap();
     assert_ne!(
         second.metadata.resource_version,
@@ -74,7 +70,7 @@ async fn the_lease_is_created_renewed_after_conflicts_and_deleted() {
     );
     assert_eq!(second.metadata.labels.as_ref().unwrap()["other"], "writer");
     assert!(api.counters().get("update", "leases") >= 2);
-    renewer.release().await.unwrap();
+    registration.release().await.unwrap();
     assert!(
         leases
             .get_opt("ferrolb-speaker-node-a")
@@ -83,7 +79,56 @@ async fn the_lease_is_created_renewed_after_conflicts_and_deleted() {
             .is_none()
     );
     // Releasing twice is harmless.
-    renewer.release().await.unwrap();
+    registration.release().await.unwrap();
+}
+
+/// Liveness travels in heartbeats: the registration is written at start and when the
+/// interfaces change, never on a timer, and deleted when the speaker stops.
+#[tokio::test]
+async fn the_registration_is_written_only_when_the_interfaces_change() {
+    let api = double().await;
+    let client = api.client().unwrap();
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let ns = serde_json::from_value(json!({"metadata": {"name": "ferrolb-system"}})).unwrap();
+    let _ = namespaces.create(&PostParams::default(), &ns).await;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "ferrolb-system");
+    let (interfaces_tx, interfaces_rx) = watch::channel(String::from("[]"));
+    let (written_tx, mut written_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(Registration::new(leases.clone(), "node-a").run(
+        interfaces_rx,
+        written_tx,
+        stop_rx,
+    ));
+    assert_eq!(written_rx.recv().await, Some(Ok(())));
+    let writes = |api: &ApiServerHandle| {
+        api.counters().get("create", "leases") + api.counters().get("update", "leases")
+    };
+    let after_start = writes(&api);
+    assert_eq!(after_start, 1);
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(writes(&api), after_start, "no periodic writes");
+    let text = r#"[{"name":"lan0","mac":"02:00:00:00:00:01","subnets":["198.51.100.5/24"]}]"#;
+    interfaces_tx.send_replace(text.to_owned());
+    assert_eq!(written_rx.recv().await, Some(Ok(())));
+    assert_eq!(writes(&api), after_start + 1);
+    let lease = leases.get("ferrolb-speaker-node-a").await.unwrap();
+    assert_eq!(
+        lease.metadata.annotations.unwrap()["ferrolb.io/interfaces"],
+        text
+    );
+    stop_tx.send_replace(true);
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        leases
+            .get_opt("ferrolb-speaker-node-a")
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 async fn wait<F, Fut>(mut check: F)

@@ -94,7 +94,7 @@ async fn speakers_announce_and_hand_over_without_double_answers() -> anyhow::Res
         rounds * 2
     );
 
-    // SIGKILL: the Lease is left behind and expires; another node takes over.
+    // SIGKILL: its heartbeats stop; another node takes over.
     let killed = owner.clone();
     cluster.speakers[&killed].signal("KILL")?;
     let started = Instant::now();
@@ -145,7 +145,7 @@ async fn speakers_announce_and_hand_over_without_double_answers() -> anyhow::Res
         after.1 - before.1
     );
 
-    // SIGTERM: the owner releases its Lease, peers take over well before it would expire.
+    // SIGTERM: the owner says goodbye and deletes its registration; a peer takes over at once.
     cluster.speakers[&killed].signal("TERM")?;
     let started = Instant::now();
     let mut component = cluster.speakers.remove(&killed).unwrap();
@@ -155,7 +155,7 @@ async fn speakers_announce_and_hand_over_without_double_answers() -> anyhow::Res
     );
     assert!(
         !cluster.lease_exists(&killed).await?,
-        "SIGTERM deletes the Lease"
+        "SIGTERM deletes the registration"
     );
     let third = cluster
         .wait_owner(VIP4, |n| n != killed, Duration::from_secs(10))
@@ -168,21 +168,15 @@ async fn speakers_announce_and_hand_over_without_double_answers() -> anyhow::Res
         .wait_owner(VIP4, |n| n == killed, Duration::from_secs(10))
         .await?;
 
-    // Cut off from the API: the owner fences itself, the others take over.
+    // Cut off from the API: liveness travels on the LAN, so nothing moves.
     let host = cluster.host(&killed).clone();
     host.set_link("mgmt0", false)?;
-    let started = Instant::now();
-    let fenced = cluster
-        .wait_owner(VIP4, |n| n != killed, Duration::from_secs(10))
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let still = cluster
+        .wait_owner(VIP4, |_| true, Duration::from_secs(2))
         .await?;
-    eprintln!(
-        "{killed} cut off: {fenced} answers after {:?}",
-        started.elapsed()
-    );
+    assert_eq!(still, killed, "an owner cut off from the API keeps its IPs");
     host.set_link("mgmt0", true)?;
-    cluster
-        .wait_owner(VIP4, |n| n == killed, Duration::from_secs(15))
-        .await?;
     cluster.finish(probe).await
 }
 

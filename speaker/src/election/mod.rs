@@ -1,10 +1,8 @@
-//! Who announces which external IP: liveness from Leases, candidate nodes, the rendezvous
-//! choice among them, and when a speaker must stop answering. All pure: time comes in as
-//! `Instant`s on this node's monotonic clock, and the cluster's state as plain values.
+//! Who announces which external IP: candidate nodes and the rendezvous choice among the ones
+//! counted alive (by the heartbeats, [`crate::heartbeat`]). All pure: the cluster's state comes
+//! in as plain values.
 
 pub mod candidates;
-pub mod fence;
-pub mod liveness;
 pub mod node_interfaces;
 pub mod owners;
 pub mod rendezvous;
@@ -13,7 +11,5 @@ pub use candidates::{
     EXCLUDE_FROM_EXTERNAL_LOAD_BALANCERS, NodeFacts, PoolFacts, announcing_interfaces,
     gratuitous_interval,
 };
-pub use fence::{LeaseTiming, LeaseTimingError, SelfFence};
-pub use liveness::{LeaseEvent, Liveness};
 pub use node_interfaces::{INTERFACES_ANNOTATION, PublishedInterface};
-pub use owners::{ClusterView, Election, Group, Owner, ServiceFacts, ServiceId};
+pub use owners::{Alive, ClusterView, Election, Group, Owner, ServiceFacts, ServiceId};

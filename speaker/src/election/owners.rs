@@ -14,6 +14,7 @@
 //! the group (see [`announcing_interfaces`]). The result depends on these facts alone, not on
 //! the order they are given in, so every speaker computes the same owners from the same view.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -51,12 +52,28 @@ impl Default for ServiceId {
     }
 }
 
+/// Which speakers count alive, and on which network.
+#[derive(Clone, Copy, Debug)]
+pub enum Alive<'a> {
+    /// The same speakers for every IP.
+    Everywhere(&'a BTreeSet<String>),
+    /// As `local` hears them, per interface of its own (this node included on the interfaces
+    /// where it may answer). For a group, a node counts alive if it is heard on any interface
+    /// `local` would announce the group on: a node that answers somewhere must not be taken
+    /// over anywhere (see `docs/heartbeat-protocol.md`). `local` announces only on the
+    /// interfaces where it counts itself.
+    Heard {
+        local: &'a str,
+        by_interface: &'a BTreeMap<InterfaceName, BTreeSet<String>>,
+    },
+}
+
 /// Everything the election reads.
 #[derive(Clone, Copy, Debug)]
 pub struct ClusterView<'a> {
     pub nodes: &'a [NodeFacts],
-    /// Speakers counted alive (see `Liveness`), this node included when it may answer.
-    pub alive: &'a BTreeSet<String>,
+    /// The speakers counted alive.
+    pub alive: Alive<'a>,
     pub pools: &'a [PoolFacts],
     pub advertisements: &'a [L2AdvertisementSpec],
     pub services: &'a [ServiceFacts],
@@ -134,9 +151,50 @@ impl Election {
                     .filter_map(|&index| view.advertisements.get(index))
                     .collect::<Vec<_>>()
             };
+            let local = match view.alive {
+                Alive::Everywhere(_) => None,
+                Alive::Heard {
+                    local,
+                    by_interface,
+                } => nodes.iter().find(|(name, _, _)| &**name == local).map(
+                    |(_, node, selected_by)| {
+                        let interfaces: BTreeSet<InterfaceName> = covering_ips
+                            .iter()
+                            .flat_map(|(ip, covering)| {
+                                interfaces_for(
+                                    *ip,
+                                    node,
+                                    covering_on(covering, selected_by).into_iter(),
+                                )
+                            })
+                            .collect();
+                        (local, interfaces, by_interface)
+                    },
+                ),
+            };
+            let alive_here: Cow<'_, BTreeSet<String>> = match (view.alive, &local) {
+                (Alive::Everywhere(alive), _) => Cow::Borrowed(alive),
+                // Where this node cannot announce the group, what it hears anywhere.
+                (Alive::Heard { by_interface, .. }, None) => {
+                    Cow::Owned(by_interface.values().flatten().cloned().collect())
+                }
+                (Alive::Heard { .. }, Some((_, interfaces, by_interface))) => {
+                    let on = |interface: &InterfaceName| by_interface.get(interface);
+                    let mut heard: BTreeSet<String> = interfaces
+                        .iter()
+                        .filter_map(on)
+                        .flatten()
+                        .cloned()
+                        .collect();
+                    if interfaces.is_empty() {
+                        heard.extend(by_interface.values().flatten().cloned());
+                    }
+                    Cow::Owned(heard)
+                }
+            };
             let mut candidates: BTreeSet<Arc<str>> = BTreeSet::new();
             for (name, node, selected_by) in &nodes {
-                let eligible = view.alive.contains(&**name)
+                let eligible = alive_here.contains(&**name)
                     && node.may_announce()
                     && members
                         .iter()
@@ -154,7 +212,7 @@ impl Election {
                 rendezvous::winner(key, candidates.iter().map(|c| &**c)).and_then(|winner| {
                     let (_, node, selected_by) =
                         nodes.iter().find(|(name, _, _)| &**name == winner)?;
-                    let interfaces = covering_ips
+                    let mut interfaces: BTreeMap<IpAddr, BTreeSet<InterfaceName>> = covering_ips
                         .iter()
                         .map(|(ip, covering)| {
                             (
@@ -167,6 +225,19 @@ impl Election {
                             )
                         })
                         .collect();
+                    // This node answers only where it counts itself.
+                    if let Some((local, _, by_interface)) = &local
+                        && *local == winner
+                    {
+                        for on in interfaces.values_mut() {
+                            on.retain(|interface| {
+                                by_interface
+                                    .get(interface)
+                                    .is_some_and(|heard| heard.contains(winner))
+                            });
+                        }
+                        interfaces.retain(|_, on| !on.is_empty());
+                    }
                     Some(Owner {
                         node: winner.to_owned(),
                         interfaces,

@@ -66,6 +66,10 @@ pub struct Membership {
     suspected: bool,
     /// Said goodbye: never answers again.
     left: bool,
+    /// Authenticated senders that are not known yet (their registration has not reached this
+    /// node), and when each was last heard: they are listed as suspects, so a node that has
+    /// just joined stays silent until every peer that hears it knows it.
+    unknown: BTreeMap<NodeId, Instant>,
 }
 
 impl Membership {
@@ -81,6 +85,7 @@ impl Membership {
             quiet_until: None,
             suspected: false,
             left: false,
+            unknown: BTreeMap::new(),
         }
     }
 
@@ -92,6 +97,7 @@ impl Membership {
     /// just heard; ones no longer listed are forgotten.
     pub fn set_known(&mut self, nodes: &BTreeSet<NodeId>, now: Instant) {
         self.peers.retain(|id, _| nodes.contains(id));
+        self.unknown.retain(|id, _| !nodes.contains(id));
         for id in nodes.iter().filter(|id| **id != self.me) {
             self.peers.entry(*id).or_insert_with(|| Peer {
                 heard: now,
@@ -132,6 +138,18 @@ impl Membership {
         self.listing_grew(now)
     }
 
+    /// An authenticated, fresh heartbeat from a node this one does not know yet arrived at
+    /// `now`. This node cannot count it (it has no facts about it), so it lists it: the sender
+    /// must not answer for IPs this node still gives to someone else. Returns whether a
+    /// heartbeat should be sent at once.
+    pub fn heard_unknown(&mut self, node: NodeId, now: Instant) -> bool {
+        if node == self.me || self.peers.contains_key(&node) {
+            return false;
+        }
+        let first = self.unknown.insert(node, now).is_none();
+        first && self.listing_grew(now)
+    }
+
     /// A peer's heartbeat authenticated but was refused as from another time (its clock is
     /// off): it is alive, but this node cannot count it, so it is suspected and told so.
     pub fn refused_in_time(&mut self, node: NodeId) {
@@ -155,6 +173,9 @@ impl Membership {
             self.reports.clear();
             self.quiet_until = Some(now + self.timing.rejoin());
         }
+        let dead_after = self.timing.dead_after();
+        self.unknown
+            .retain(|_, heard| now.saturating_duration_since(*heard) < dead_after);
         self.refresh_reports(now);
         self.note_suspicion(now);
         self.listing_grew(now)
@@ -199,16 +220,36 @@ impl Membership {
     /// Until when this node may answer on this network, as far as it knows at `now` (none: not
     /// now). The in-kernel responder enforces it even if this process stalls.
     pub fn answer_until(&self, now: Instant) -> Option<Instant> {
-        let sent = self.last_sent?;
-        if self.left
-            || self.quiet_until.is_none_or(|quiet| now < quiet)
-            || self.suspected_by_a_peer(now)
-            || self.waiting_for_a_peer(now)
-        {
+        if !self.permitted(now) {
             return None;
         }
-        let until = sent + self.timing.fence();
+        let until = self.fence_until()?;
         (now < until).then_some(until)
+    }
+
+    /// Whether the rules let this node answer here at `now`, leaving out the fence of its last
+    /// heartbeat: what the election needs, while the fence itself is enforced where frames are
+    /// answered (so a late send costs no re-election, only silence until the next one).
+    pub fn permitted(&self, now: Instant) -> bool {
+        self.last_sent.is_some()
+            && !self.left
+            && self.quiet_until.is_some_and(|quiet| now >= quiet)
+            && !self.suspected_by_a_peer(now)
+            && !self.waiting_for_a_peer(now)
+    }
+
+    /// The fence of the last heartbeat sent: nothing is answered here from then on unless
+    /// another is sent.
+    pub fn fence_until(&self) -> Option<Instant> {
+        self.last_sent.map(|sent| sent + self.timing.fence())
+    }
+
+    /// How long `node` has been unheard at `now` (from when this node started trusting its
+    /// absence); none for a node not known here.
+    pub fn unheard_for(&self, node: NodeId, now: Instant) -> Option<std::time::Duration> {
+        self.peers
+            .get(&node)
+            .map(|peer| now.saturating_duration_since(peer.heard))
     }
 
     /// The earliest instant at which something changes without news: a peer's suspicion or
@@ -311,6 +352,14 @@ impl Membership {
                 now.saturating_duration_since(peer.heard) >= self.timing.suspect_after()
             })
             .map(|(id, _)| *id)
+            .chain(
+                self.unknown
+                    .iter()
+                    .filter(|(_, heard)| {
+                        now.saturating_duration_since(**heard) < self.timing.dead_after()
+                    })
+                    .map(|(id, _)| *id),
+            )
             .collect();
         let reported = self.reports.keys().copied().collect();
         (suspects, reported)

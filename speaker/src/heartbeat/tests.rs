@@ -73,6 +73,9 @@ struct Lan {
     /// The last millisecond each IP was answered by someone, for the liveness check.
     answered_at: BTreeMap<IpAddr, u64>,
     longest_dark: BTreeMap<IpAddr, u64>,
+    /// A node the others learn of from the API only at the given millisecond: until then its
+    /// heartbeats reach them as from an unknown sender.
+    unknown_until: Option<(usize, u64)>,
 }
 
 fn ip(index: u8) -> IpAddr {
@@ -95,6 +98,7 @@ impl Lan {
             cuts: Vec::new(),
             answered_at: BTreeMap::new(),
             longest_dark: BTreeMap::new(),
+            unknown_until: None,
         };
         for index in 0..nodes {
             let speaker = lan.fresh_speaker(index, 1, 0);
@@ -203,8 +207,40 @@ impl Lan {
         }
     }
 
+    /// Node `node` has never run, starts at `start_ms`, and the others learn of it only at
+    /// `known_at_ms` (its registration reaches them through the API that late).
+    fn join_late(&mut self, node: usize, start_ms: u64, known_at_ms: u64) -> Vec<Fault> {
+        self.speakers[node].run = Run::Crashed;
+        let others: BTreeSet<NodeId> = self
+            .ids
+            .iter()
+            .copied()
+            .filter(|id| *id != node_id(&self.names[node]))
+            .collect();
+        let start = self.at(0);
+        for (index, speaker) in self.speakers.iter_mut().enumerate() {
+            if index != node {
+                speaker.membership.set_known(&others, start);
+            }
+        }
+        self.unknown_until = Some((node, known_at_ms));
+        vec![Fault::Restart {
+            node,
+            at_ms: start_ms,
+        }]
+    }
+
     fn tick(&mut self, now_ms: u64) {
         let now = self.at(now_ms);
+        if let Some((node, known_at)) = self.unknown_until
+            && now_ms == known_at
+        {
+            for (index, speaker) in self.speakers.iter_mut().enumerate() {
+                if index != node {
+                    speaker.membership.set_known(&self.ids, now);
+                }
+            }
+        }
         for speaker in &mut self.speakers {
             if let Run::StalledUntil(until) = speaker.run
                 && now_ms >= until
@@ -271,7 +307,15 @@ impl Lan {
                 waiting.push((arrival, to, heartbeat));
                 continue;
             }
-            if speaker.membership.receive(&heartbeat, now) {
+            let unknown = self.unknown_until.is_some_and(|(node, known_at)| {
+                node != to && now_ms < known_at && heartbeat.node == node_id(&self.names[node])
+            });
+            let send_now = if unknown {
+                speaker.membership.heard_unknown(heartbeat.node, now)
+            } else {
+                speaker.membership.receive(&heartbeat, now)
+            };
+            if send_now {
                 speaker.send_now = true;
             }
         }
@@ -509,4 +553,21 @@ fn a_lonely_speaker_answers_for_everything_it_can() {
     let answering = lan.answering(RUN_MS - 1);
     assert_eq!(answering.len(), usize::from(IPS));
     assert!(answering.values().all(|nodes| nodes == &["node-0"]));
+}
+
+#[test]
+fn a_node_its_peers_do_not_know_yet_stays_silent_until_they_do() {
+    // node-3 starts at 1 s; the others learn of it from the API between 20 ms and 1.5 s
+    // later. Its heartbeats arrive from an unknown sender until then, which its peers list, so
+    // it answers nothing that they still give to someone else, and it takes its share after.
+    for (seed, known_after_ms) in [(1u64, 20u64), (2, 90), (3, 180), (4, 400), (5, 1_500)] {
+        let mut lan = Lan::new(4, seed, 0);
+        let faults = lan.join_late(3, 1_000, 1_000 + known_after_ms);
+        lan.run_for(&faults, 3_500);
+        let answering = lan.answering(3_499);
+        assert!(
+            answering.values().any(|nodes| nodes == &["node-3"]),
+            "node-3 answers once known (after {known_after_ms} ms): {answering:?}"
+        );
+    }
 }

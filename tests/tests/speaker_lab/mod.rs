@@ -12,14 +12,16 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use ferrolb_crds::heartbeat_key::{self, HeartbeatKeys};
 use ferrolb_crds::{IPAddressPool, L2Advertisement, ServiceL2Status};
 use ferrolb_speaker::packet::MacAddr;
 use ferrolb_speaker::probe::{Probe, ProbeConfig, double_answers};
 use ferrolb_tests::apiserver::{ApiServerConfig, ApiServerHandle};
 use ferrolb_tests::components::Component;
 use ferrolb_tests::netlab::{Host, NetLab, Role};
+use k8s_openapi::ByteString;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Node, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, Secret, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, CustomResourceExt};
@@ -122,9 +124,9 @@ where
 }
 
 impl Cluster {
-    /// With short timings: a 250 ms renew interval and a 1 s lease.
+    /// With the default heartbeat timings.
     pub async fn start() -> anyhow::Result<Self> {
-        Self::start_with(&["--lease-renew", "250ms", "--lease-duration", "1s"]).await
+        Self::start_with(&[]).await
     }
 
     pub async fn start_with(speaker_args: &[&str]) -> anyhow::Result<Self> {
@@ -163,6 +165,18 @@ impl Cluster {
         for name in [NS, SYSTEM] {
             create(&namespaces, json!({"metadata": {"name": name}})).await?;
         }
+        // What the controller creates on its first start: the heartbeat key.
+        let secrets: Api<Secret> = Api::namespaced(kube.clone(), SYSTEM);
+        let data: BTreeMap<String, ByteString> = HeartbeatKeys::generate_data()?
+            .into_iter()
+            .map(|(name, value)| (name, ByteString(value)))
+            .collect();
+        create(
+            &secrets,
+            json!({"metadata": {"name": heartbeat_key::SECRET_NAME, "namespace": SYSTEM},
+                   "data": data}),
+        )
+        .await?;
         let node_api: Api<Node> = Api::all(kube.clone());
         for node in &nodes {
             create(

@@ -70,7 +70,7 @@ fn elect(
 ) -> Election {
     Election::run(ClusterView {
         nodes,
-        alive,
+        alive: Alive::Everywhere(alive),
         pools: &pools(),
         advertisements,
         services,

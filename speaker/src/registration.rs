@@ -1,13 +1,15 @@
-//! Holds this node's Lease `ferrolb-speaker-<node>`: creates it, renews it every renew interval
-//! with an update that carries the resourceVersion read last (on a conflict it reads the Lease
-//! again and retries), republishes the interfaces annotation when it changes, and deletes the
-//! Lease on shutdown so peers take over at once.
+//! This node's registration: the Lease `ferrolb-speaker-<node>`, held by the node name, with
+//! the node's interfaces in an annotation. It is written when the speaker starts and whenever
+//! the interfaces change (an update that carries the resourceVersion read last; on a conflict
+//! it reads the Lease again and retries), and deleted on shutdown.
 //!
-//! Each successful renewal is reported with the instant its request was sent: the self-fence
-//! counts the renew deadline from then, never from when the answer arrived.
+//! It is not renewed: liveness travels in the heartbeats, so a registration changes only with
+//! the node's links, and the watch every speaker keeps on the registrations carries no
+//! periodic traffic (API load stays flat in time and linear in nodes). A failed write is
+//! retried with backoff.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
@@ -19,7 +21,7 @@ use tokio::sync::{mpsc, watch};
 use crate::cluster::lease::lease_name;
 use crate::election::INTERFACES_ANNOTATION;
 
-/// The label every speaker Lease carries; the speakers watch Leases with this selector.
+/// The label every registration carries; the speakers watch Leases with this selector.
 pub const LEASE_LABEL: (&str, &str) = ("app.kubernetes.io/component", "speaker");
 
 /// The selector matching [`LEASE_LABEL`].
@@ -31,29 +33,26 @@ fn is_status(error: &kube::Error, code: u16) -> bool {
     matches!(error, kube::Error::Api(status) if status.code == code)
 }
 
-pub struct Renewer {
+/// The first retry of a failed write, doubled up to [`RETRY_MAX`].
+const RETRY_MIN: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+/// A write that takes longer than this is given up and retried.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct Registration {
     api: Api<Lease>,
     node: String,
     name: String,
-    renew_interval: Duration,
-    lease_duration: Duration,
     /// The Lease as last read or written.
     current: Option<Lease>,
 }
 
-impl Renewer {
-    pub fn new(
-        api: Api<Lease>,
-        node: &str,
-        renew_interval: Duration,
-        lease_duration: Duration,
-    ) -> Self {
+impl Registration {
+    pub fn new(api: Api<Lease>, node: &str) -> Self {
         Self {
             api,
             node: node.to_owned(),
             name: lease_name(node),
-            renew_interval,
-            lease_duration,
             current: None,
         }
     }
@@ -77,14 +76,14 @@ impl Renewer {
             spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
         }
         spec.holder_identity = Some(self.node.clone());
-        spec.lease_duration_seconds =
-            Some(i32::try_from(self.lease_duration.as_secs().max(1)).unwrap_or(i32::MAX));
+        // Held until deleted: no duration runs out.
+        spec.lease_duration_seconds = None;
         spec.renew_time = Some(now);
         lease
     }
 
-    /// One renewal (or the creation). Conflicts are retried a few times after a fresh read.
-    pub async fn renew(&mut self, interfaces: &str) -> Result<(), kube::Error> {
+    /// One write (or the creation). Conflicts are retried a few times after a fresh read.
+    pub async fn write(&mut self, interfaces: &str) -> Result<(), kube::Error> {
         let mut attempts = 0;
         loop {
             attempts += 1;
@@ -122,7 +121,7 @@ impl Renewer {
         }
     }
 
-    /// Deletes the Lease: peers see this speaker gone at once.
+    /// Deletes the registration: this speaker is gone.
     pub async fn release(&mut self) -> Result<(), kube::Error> {
         self.current = None;
         match self.api.delete(&self.name, &DeleteParams::default()).await {
@@ -132,54 +131,66 @@ impl Renewer {
         }
     }
 
-    /// Renews every renew interval, and at once when the interfaces change, until `stop` turns
-    /// true; then deletes the Lease. Reports each success's send instant on `renewed`.
+    /// Writes the registration now and whenever the interfaces change, retrying failures with
+    /// backoff, until `stop` turns true; then deletes it. Reports each write's outcome on
+    /// `written` (whether the API server is reachable, as far as this node knows).
     pub async fn run(
         mut self,
         mut interfaces: watch::Receiver<String>,
-        renewed: mpsc::UnboundedSender<Result<Instant, String>>,
+        written: mpsc::UnboundedSender<Result<(), String>>,
         mut stop: watch::Receiver<bool>,
     ) {
-        let mut ticker = tokio::time::interval(self.renew_interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut pending = true;
+        let mut retry = RETRY_MIN;
         loop {
+            if *stop.borrow() {
+                break;
+            }
+            if pending {
+                let annotation = interfaces.borrow_and_update().clone();
+                let outcome =
+                    match tokio::time::timeout(WRITE_TIMEOUT, self.write(&annotation)).await {
+                        Ok(Ok(())) => Ok(()),
+                        Ok(Err(error)) => Err(error.to_string()),
+                        Err(_) => {
+                            self.current = None;
+                            Err("timed out".to_owned())
+                        }
+                    };
+                pending = outcome.is_err();
+                if written.send(outcome).is_err() {
+                    break;
+                }
+            }
+            let wait = if pending {
+                retry
+            } else {
+                Duration::from_secs(3600)
+            };
             tokio::select! {
                 biased;
                 _ = stop.changed() => break,
-                _ = ticker.tick() => {}
                 changed = interfaces.changed() => {
                     if changed.is_err() {
                         break;
                     }
+                    pending = true;
+                    retry = RETRY_MIN;
                 }
-            }
-            if *stop.borrow() {
-                break;
-            }
-            let annotation = interfaces.borrow_and_update().clone();
-            let sent_at = Instant::now();
-            // A renewal that takes longer than the renew interval is as good as failed: the
-            // fence counts from `sent_at` anyway, and the next tick tries again.
-            let outcome =
-                match tokio::time::timeout(self.renew_interval, self.renew(&annotation)).await {
-                    Ok(Ok(())) => Ok(sent_at),
-                    Ok(Err(error)) => Err(error.to_string()),
-                    Err(_) => {
-                        self.current = None;
-                        Err("timed out".to_owned())
+                () = tokio::time::sleep(wait) => {
+                    if pending {
+                        retry = (retry * 2).min(RETRY_MAX);
                     }
-                };
-            if renewed.send(outcome).is_err() {
-                break;
+                }
             }
         }
         if let Err(error) = tokio::time::timeout(Duration::from_secs(5), self.release())
             .await
             .unwrap_or_else(|_| Err(kube::Error::Service("timed out".into())))
         {
-            tracing::warn!(%error, "deleting the Lease failed; peers take over when it expires");
+            tracing::warn!(%error, "deleting the registration Lease failed; the next start rewrites it");
         } else {
-            tracing::info!(lease = %self.name, "Lease deleted");
+            tracing::info!(lease = %self.name, "registration Lease deleted");
         }
     }
 }
