@@ -281,7 +281,11 @@ def cmd_component(name, base_path, built_path, rules_path=None):
     elif name == "failover-timings":
         same_except(base, built, {speaker})
         args = container(built, *speaker)["args"]
-        wanted = container(base, *speaker)["args"] + ["--lease-renew=250ms", "--lease-duration=1s"]
+        wanted = container(base, *speaker)["args"] + [
+            "--heartbeat-interval=150ms",
+            "--heartbeat-jitter=50ms",
+            "--heartbeat-max-delay=50ms",
+        ]
         if args != wanted:
             fail(f"failover-timings: speaker args {args}, expected {wanted}")
         print(f"ok: failover-timings: speaker args {' '.join(args)}")
@@ -297,7 +301,7 @@ def cmd_component(name, base_path, built_path, rules_path=None):
     elif name == "all":
         pod = find(built, *speaker)["spec"]["template"]["spec"]
         args = pod["containers"][0]["args"]
-        if pod.get("nodeSelector") != {"ferrolb.io/speaker": "true"} or "--lease-duration=1s" not in args:
+        if pod.get("nodeSelector") != {"ferrolb.io/speaker": "true"} or "--heartbeat-interval=150ms" not in args:
             fail("every component: the speaker lacks a component's change")
         for kind, doc_name in (
             ("PodMonitor", "ferrolb-controller"),

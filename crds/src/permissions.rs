@@ -70,7 +70,7 @@ const EVENTS: Permission = Permission {
     scope: Scope::Cluster,
     resource_names: &[],
     // Repeats are suppressed before they are sent, not folded into a series, so no patch.
-    reason: "events on Services: what was assigned, announced or refused, and why",
+    reason: "events on Services (what was assigned, announced or refused, and why) and on Nodes (heartbeats that fail authentication)",
 };
 
 pub const CONTROLLER: Component = Component {
@@ -210,7 +210,7 @@ pub const SPEAKER: Component = Component {
             verbs: &["get", "list", "watch", "create", "update", "delete"],
             scope: Scope::SystemNamespace,
             resource_names: &[],
-            reason: "per-node liveness Leases that elect the owner of each IP",
+            reason: "per-node registrations: which speakers run, with their interfaces (liveness travels in heartbeats)",
         },
         Permission {
             api_group: "",

@@ -62,8 +62,14 @@ pub fn main_process(args: cli::Args) -> anyhow::Result<()> {
         cli::LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
     }
     tracing::info!(node = %args.node_name, namespace = %args.namespace, ?timing, "ferrolb-speaker starting");
+    // The worker drives the timers that wake the main loop for each heartbeat: it gets the
+    // same raised priority (best effort; the loop logs when it cannot).
+    let nice = args.reader_nice;
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
+        .on_thread_start(move || {
+            let _ = thread_priority::set_current_thread_nice(nice);
+        })
         .enable_all()
         .build()?
         .block_on(runtime::run(args, timing))

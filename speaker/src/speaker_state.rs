@@ -403,12 +403,9 @@ impl SpeakerState {
     /// [`SpeakerState::due`] next without news: a heartbeat due, a peer's suspicion or death,
     /// this node's fence, or a gratuitous round.
     pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
-        // A membership's deadline may lie in the past (its quiet time ended): stepping then
-        // changes nothing, and waking for it would spin.
         self.networks
             .values()
-            .filter_map(Membership::next_deadline)
-            .filter(|at| *at > now)
+            .filter_map(|membership| membership.next_deadline(now))
             .chain(self.fenced_from(now))
             .chain(self.announcer.next_wakeup())
             .min()

@@ -95,14 +95,20 @@ impl Membership {
 
     /// The nodes that may have a speaker here (from the API's node list). New ones count as
     /// just heard; ones no longer listed are forgotten.
+    ///
+    /// A node that becomes known after this one started stepping is a newcomer: it answers
+    /// nothing until this node knows it (it is listed while unknown, rule 6 of the protocol
+    /// file), so this node need not wait for it to speak before answering. Waiting would
+    /// silence every speaker on the LAN whenever a node joins.
     pub fn set_known(&mut self, nodes: &BTreeSet<NodeId>, now: Instant) {
         self.peers.retain(|id, _| nodes.contains(id));
         self.unknown.retain(|id, _| !nodes.contains(id));
+        let newcomer = self.last_step.is_some();
         for id in nodes.iter().filter(|id| **id != self.me) {
             self.peers.entry(*id).or_insert_with(|| Peer {
                 heard: now,
                 spoke: false,
-                spoke_since_join: false,
+                spoke_since_join: newcomer,
                 goodbye: false,
                 latest: None,
                 suspects: BTreeSet::new(),
@@ -252,9 +258,10 @@ impl Membership {
             .map(|peer| now.saturating_duration_since(peer.heard))
     }
 
-    /// The earliest instant at which something changes without news: a peer's suspicion or
-    /// death, or the next heartbeat. When to step next.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    /// The earliest instant after `now` at which something changes without news: the next
+    /// heartbeat, the end of a quiet time, a peer's suspicion or death, a report believed.
+    /// When to step next. Instants already past are left out: they have happened.
+    pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
         let heartbeat = self.last_sent.map(|sent| sent + self.timing.interval);
         let peers = self
             .peers
@@ -270,11 +277,17 @@ impl Membership {
             .reports
             .values()
             .map(|since| *since + self.timing.report_grace());
+        let unknown = self
+            .unknown
+            .values()
+            .map(|heard| *heard + self.timing.dead_after());
         heartbeat
             .into_iter()
             .chain(self.quiet_until)
             .chain(peers)
             .chain(reports)
+            .chain(unknown)
+            .filter(|at| *at > now)
             .min()
     }
 

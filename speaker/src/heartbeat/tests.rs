@@ -571,3 +571,35 @@ fn a_node_its_peers_do_not_know_yet_stays_silent_until_they_do() {
         );
     }
 }
+
+#[test]
+fn the_next_deadline_is_the_next_heartbeat_even_long_after_joining() {
+    // A speaker that wakes only for its deadlines: it must wake for every heartbeat (a gap
+    // longer than the stall time would count as a stall), and for a silent peer's death.
+    let start = Instant::now();
+    let timing = HeartbeatTiming::DEFAULT;
+    let ids: BTreeSet<NodeId> = ["node-0", "node-1"].map(node_id).into();
+    let mut membership = Membership::new(node_id("node-0"), timing);
+    membership.set_known(&ids, start);
+    let mut now = start;
+    let mut steps = 0;
+    while now < start + Duration::from_secs(2) {
+        if membership.step(now) {
+            membership.sent(now);
+        }
+        let next = membership.next_deadline(now).expect("a deadline");
+        assert!(next > now);
+        assert!(next - now <= timing.interval, "woke {:?} later", next - now);
+        now = next;
+        steps += 1;
+    }
+    assert!(steps < 200, "{steps} steps: it spins");
+    assert!(
+        membership.alive(now).is_empty(),
+        "the silent peer counts dead"
+    );
+    assert!(
+        membership.answer_until(now).is_some(),
+        "and this node answers alone"
+    );
+}

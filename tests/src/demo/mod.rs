@@ -237,11 +237,13 @@ impl Lab {
         for name in NODES {
             lab.start_speaker(binaries, name)?;
         }
+        // As on a cluster: the controller creates the heartbeat key the speakers wait for.
+        let key_namespace = format!("--heartbeat-key-namespace={SYSTEM_NAMESPACE}");
         let mut controller = ControllerProcess::spawn_program(
             &binaries.controller,
             lab.api.kubeconfig_path(),
             None,
-            &[],
+            &[key_namespace.as_str()],
             &[],
         )?;
         controller.wait_ready(Duration::from_secs(20))?;
@@ -477,7 +479,7 @@ impl Lab {
             seen.double_answers
         );
         println!(
-            "  (Default timings: a lost node is replaced once its 3 s Lease expires; a speaker that stops cleanly hands over at once.)"
+            "  (Default timings: a lost node is replaced 300 ms after its last heartbeat; a speaker that stops cleanly says goodbye and hands over at once.)"
         );
         let rows: Vec<(String, MacAddr)> = self
             .nodes

@@ -538,3 +538,70 @@ proptest! {
         prop_assert_eq!(cluster.elect(), shuffled.elect());
     }
 }
+
+/// Two networks, v4 on eth0 and v6 on eth1, as node-a hears them.
+fn two_network_nodes() -> Vec<NodeFacts> {
+    ["node-a", "node-b"]
+        .map(|name| NodeFacts {
+            name: name.into(),
+            labels: BTreeMap::new(),
+            network_unavailable: false,
+            interfaces: vec![
+                interface("eth0", &["198.51.100.2/24"]),
+                interface("eth1", &["2001:db8:1::2/64"]),
+            ],
+        })
+        .to_vec()
+}
+
+fn elect_heard(heard: &[(&str, &[&str])], services: &[ServiceFacts]) -> Election {
+    let by_interface: BTreeMap<InterfaceName, BTreeSet<String>> = heard
+        .iter()
+        .map(|(interface, nodes)| {
+            (
+                InterfaceName::new(interface).unwrap(),
+                nodes.iter().map(|n| n.to_string()).collect(),
+            )
+        })
+        .collect();
+    Election::run(ClusterView {
+        nodes: &two_network_nodes(),
+        alive: Alive::Heard {
+            local: "node-a",
+            by_interface: &by_interface,
+        },
+        pools: &pools(),
+        advertisements: &[L2AdvertisementSpec::default()],
+        services,
+    })
+}
+
+#[test]
+fn a_peer_heard_on_any_network_of_a_group_counts_alive_for_it() {
+    let dual = [service("web", &["198.51.100.7", "2001:db8:1::7"])];
+    let both = ["node-a", "node-b"];
+    let winner = rendezvous::winner(ip("198.51.100.7"), both.iter().copied()).unwrap();
+    // node-b heard on eth1 only: still alive for the dual-stack group (it may be answering on
+    // eth0 where node-a cannot hear it), so the rendezvous decides as with both alive.
+    let election = elect_heard(&[("eth0", &["node-a"]), ("eth1", &both)], &dual);
+    assert_eq!(election.owner_of(ip("198.51.100.7")), Some(winner));
+    // A v4-only group is decided by eth0 alone: node-b is not heard there.
+    let v4 = [service("v4", &["198.51.100.7"])];
+    let election = elect_heard(&[("eth0", &["node-a"]), ("eth1", &both)], &v4);
+    assert_eq!(election.owner_of(ip("198.51.100.7")), Some("node-a"));
+    // node-a may not answer on eth1 (a peer there suspects it): it owns the v4 group only
+    // where it counts itself; the v6 address is announced nowhere by it.
+    let election = elect_heard(&[("eth0", &["node-a"]), ("eth1", &[])], &dual);
+    let owned = election.owned_by("node-a");
+    assert_eq!(
+        owned.keys().copied().collect::<Vec<_>>(),
+        [ip("198.51.100.7")]
+    );
+    assert_eq!(
+        owned[&ip("198.51.100.7")],
+        [InterfaceName::new("eth0").unwrap()].into()
+    );
+    // Counted nowhere: no candidate at all.
+    let election = elect_heard(&[("eth0", &[]), ("eth1", &[])], &v4);
+    assert_eq!(election.owner_of(ip("198.51.100.7")), None);
+}
