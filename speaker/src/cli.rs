@@ -24,16 +24,16 @@ pub struct Args {
     pub namespace: String,
     /// How often a heartbeat is sent on each announcing interface ("75ms"). Every other
     /// period follows from this, --heartbeat-jitter and --heartbeat-max-delay: a dead node is
-    /// replaced 2 x interval + 2 x jitter + 2 x delay after its last heartbeat (300 ms by
-    /// default); see docs/heartbeat-protocol.md.
+    /// replaced 3 x interval + 2 x jitter + delay after its last heartbeat (285 ms by default);
+    /// see docs/heartbeat-protocol.md.
     #[arg(long, default_value = "75ms", value_parser = parse_duration)]
     pub heartbeat_interval: Duration,
     /// How late this node's loop may send a heartbeat before it counts as missed.
-    #[arg(long, default_value = "25ms", value_parser = parse_duration)]
+    #[arg(long, default_value = "20ms", value_parser = parse_duration)]
     pub heartbeat_jitter: Duration,
     /// The longest a heartbeat may take from one speaker to another, on the wire and in the
     /// receiver's queue.
-    #[arg(long, default_value = "25ms", value_parser = parse_duration)]
+    #[arg(long, default_value = "20ms", value_parser = parse_duration)]
     pub heartbeat_max_delay: Duration,
     /// Where /metrics, /healthz and /readyz are served.
     /// `[::]` is both families (IPv4 only where the node has no IPv6).
@@ -108,10 +108,10 @@ mod tests {
                 .heartbeat_timing()
         };
         let timing = parse(&["--heartbeat-interval", "50ms"]).unwrap();
-        assert_eq!(timing.dead_after(), Duration::from_millis(225));
+        assert_eq!(timing.dead_after(), Duration::from_millis(210));
         assert!(
             parse(&["--heartbeat-interval", "20ms"]).is_err(),
-            "jitter 25 ms"
+            "jitter 20 ms"
         );
         assert!(parse(&["--heartbeat-interval", "5ms", "--heartbeat-jitter", "1ms"]).is_err());
     }

@@ -12,7 +12,7 @@
 //! not every broadcast on the LAN. The snapshot still decides; the filter only ever passes more.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{self, Read};
+use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -29,7 +29,8 @@ use crate::metrics::FrameCounters;
 use crate::packet::filter::{ARP_AND_NEIGHBOR_DISCOVERY, BpfInstruction, arp_for_addresses};
 use crate::packet::{ETHERTYPE_ARP, ETHERTYPE_IPV6};
 use crate::packet_socket::{
-    MulticastMemberships, RECEIVE_BUFFER_LEN, attach_program, open_blocking,
+    MulticastMemberships, RECEIVE_BUFFER_LEN, ReadOutcome, attach_program, open_blocking,
+    read_frame,
 };
 use crate::speaker_state::Snapshot;
 use crate::thread_priority::set_current_thread_nice;
@@ -434,32 +435,10 @@ impl Reader {
         let interface = &self.interface;
         let mut buffer = vec![0; RECEIVE_BUFFER_LEN];
         while !self.stop.load(Ordering::Acquire) {
-            // `Read` is implemented for `&Socket`: the main loop sends on it meanwhile.
-            let len = match (&*self.socket).read(&mut buffer) {
-                Ok(len) => len,
-                Err(error)
-                    if matches!(
-                        error.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                    ) =>
-                {
-                    continue;
-                }
-                // The link was deleted: a new one with this name gets new sockets.
-                Err(error) if matches!(error.raw_os_error(), Some(libc::ENXIO | libc::ENODEV)) => {
-                    tracing::info!(%interface, %error, "interface gone, stopped reading");
-                    return;
-                }
-                // Reported once when the link goes down; the socket works again when it is up.
-                Err(error) if error.raw_os_error() == Some(libc::ENETDOWN) => {
-                    tracing::info!(%interface, "interface went down");
-                    continue;
-                }
-                Err(error) => {
-                    tracing::warn!(%interface, %error, "reading a frame failed");
-                    std::thread::sleep(Duration::from_millis(100));
-                    continue;
-                }
+            let len = match read_frame(&self.socket, &mut buffer, interface, "frames") {
+                ReadOutcome::Frame(len) => len,
+                ReadOutcome::Again => continue,
+                ReadOutcome::Gone => return,
             };
             let now = Instant::now();
             // Deselected while this frame was read: the interface is no longer ours to answer on.

@@ -12,7 +12,7 @@
 //! sockets and threads.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -30,7 +30,7 @@ use crate::heartbeat::{Replay, ReplayGuard};
 use crate::heartbeat_keys::{KeyRing, SharedKeys, current_keys};
 use crate::packet::MacAddr;
 use crate::packet::filter::BpfInstruction;
-use crate::packet_socket::open_blocking;
+use crate::packet_socket::{ReadOutcome, open_blocking, read_frame};
 use crate::thread_priority::set_current_thread_nice;
 
 /// IEEE 802 local experimental EtherType 1.
@@ -696,28 +696,10 @@ impl Reader {
         // rather than cut to a length that might parse.
         let mut buffer = vec![0; ETHERNET_HEADER_LEN + wire::MAX_LEN + 1];
         while !self.stop.load(Ordering::Acquire) {
-            // `Read` is implemented for `&Socket`: the speaker's loop sends on it meanwhile.
-            let len = match (&*self.socket).read(&mut buffer) {
-                Ok(len) => len,
-                Err(error)
-                    if matches!(
-                        error.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                    ) =>
-                {
-                    continue;
-                }
-                // The link was deleted: a new one with this name gets a new socket.
-                Err(error) if matches!(error.raw_os_error(), Some(libc::ENXIO | libc::ENODEV)) => {
-                    tracing::info!(%interface, %error, "interface gone, stopped reading heartbeats");
-                    return;
-                }
-                Err(error) if error.raw_os_error() == Some(libc::ENETDOWN) => continue,
-                Err(error) => {
-                    tracing::warn!(%interface, %error, "reading a heartbeat failed");
-                    std::thread::sleep(Duration::from_millis(100));
-                    continue;
-                }
+            let len = match read_frame(&self.socket, &mut buffer, interface, "heartbeats") {
+                ReadOutcome::Frame(len) => len,
+                ReadOutcome::Again => continue,
+                ReadOutcome::Gone => return,
             };
             let now = Instant::now();
             if self.stop.load(Ordering::Acquire) {

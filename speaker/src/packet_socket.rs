@@ -104,6 +104,55 @@ pub fn open_blocking(
     Ok(socket)
 }
 
+/// What a reader thread does after a blocking read of a packet socket.
+#[derive(Debug)]
+pub enum ReadOutcome {
+    /// A frame of this many bytes is in the buffer.
+    Frame(usize),
+    /// Nothing yet (the read timed out or was interrupted, or the link is down): read again.
+    Again,
+    /// The link was deleted: a new one with this name gets a new socket, so the reader ends.
+    Gone,
+}
+
+/// Reads one frame into `buffer`, logging what is worth a line (`what` names the reader's
+/// frames, for the logs). An unexpected error is logged and retried after a pause rather than
+/// spinning.
+pub fn read_frame(
+    socket: &Socket,
+    buffer: &mut [u8],
+    interface: &InterfaceName,
+    what: &str,
+) -> ReadOutcome {
+    // `Read` is implemented for `&Socket`: other threads send on it meanwhile.
+    let mut reader = socket;
+    match reader.read(buffer) {
+        Ok(len) => ReadOutcome::Frame(len),
+        Err(error)
+            if matches!(
+                error.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            ) =>
+        {
+            ReadOutcome::Again
+        }
+        Err(error) if matches!(error.raw_os_error(), Some(libc::ENXIO | libc::ENODEV)) => {
+            tracing::info!(%interface, %error, "interface gone, stopped reading {what}");
+            ReadOutcome::Gone
+        }
+        // Reported once when the link goes down; the socket works again when it is up.
+        Err(error) if error.raw_os_error() == Some(libc::ENETDOWN) => {
+            tracing::debug!(%interface, "interface went down ({what})");
+            ReadOutcome::Again
+        }
+        Err(error) => {
+            tracing::warn!(%interface, %error, "reading {what} failed");
+            std::thread::sleep(Duration::from_millis(100));
+            ReadOutcome::Again
+        }
+    }
+}
+
 /// Replaces the socket's filter; frames already queued stay queued.
 pub fn attach_program(socket: &Socket, program: &[BpfInstruction]) -> io::Result<()> {
     socket.attach_filter(&socket_filter(program))

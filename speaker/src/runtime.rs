@@ -507,7 +507,7 @@ impl Speaker {
                         .unwrap_or("an unknown node")
                         .to_owned();
                     let note = format!(
-                        "heartbeats from {name} on {interface} are authentic but their send time is more than 5 s from {}'s clock: {name} is counted as unheard; synchronise the nodes' clocks (NTP)",
+                        "heartbeats signed for {name} on {interface} are authentic but their send time is more than 5 s from {}'s clock: they are not counted. Either the nodes' clocks differ (synchronise them with NTP), or someone replays old recordings of {name}'s heartbeats",
                         self.node
                     );
                     tracing::warn!(peer = %name, %interface, "{note}");

@@ -9,4 +9,5 @@ pub mod apiserver;
 pub mod components;
 pub mod demo;
 pub mod harness;
+pub mod keepalived;
 pub mod netlab;

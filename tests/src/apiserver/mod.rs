@@ -108,6 +108,9 @@ pub struct Shared {
     pub state: Mutex<StoreState>,
     pub faults: Faults,
     pub counters: RequestCounters,
+    /// Watch events sent to clients, by event type (ADDED, MODIFIED, DELETED, BOOKMARK,
+    /// ERROR) and resource.
+    pub watch_events: RequestCounters,
     pub config: ApiServerConfig,
     pub address: SocketAddr,
 }
@@ -135,6 +138,7 @@ impl ApiServerHandle {
             state: Mutex::new(state),
             faults: Faults::default(),
             counters: RequestCounters::default(),
+            watch_events: RequestCounters::default(),
             config,
             address: bound,
         });
@@ -201,6 +205,12 @@ impl ApiServerHandle {
 
     pub fn counters(&self) -> &RequestCounters {
         &self.shared.counters
+    }
+
+    /// Watch events delivered to clients, keyed (event type, resource) instead of (verb,
+    /// resource): each counted once it is handed to the client's stream.
+    pub fn watch_events(&self) -> &RequestCounters {
+        &self.shared.watch_events
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, StoreState> {

@@ -814,6 +814,7 @@ struct WatchStream {
     bookmarks: bool,
     last_resource_version: u64,
     sender: mpsc::Sender<Bytes>,
+    shared: Arc<Shared>,
 }
 
 impl WatchStream {
@@ -840,7 +841,16 @@ impl WatchStream {
 
     async fn send(&mut self, event_type: &str, object: Value) -> bool {
         let frame = self.render(event_type, object);
-        self.sender.send(frame).await.is_ok()
+        self.deliver(event_type, frame).await
+    }
+
+    /// Sends one frame and counts it in [`Shared::watch_events`].
+    async fn deliver(&mut self, event_type: &str, frame: Bytes) -> bool {
+        let sent = self.sender.send(frame).await.is_ok();
+        if sent {
+            self.shared.watch_events.record(event_type, &self.rt.plural);
+        }
+        sent
     }
 
     fn bookmark_object(&self, initial_events_end: bool) -> Value {
@@ -867,7 +877,7 @@ impl WatchStream {
                     && !self.as_table
                     && event.object["apiVersion"] == self.rt.api_version().as_str() =>
             {
-                self.sender.send(event.frame()).await.is_ok()
+                self.deliver(kind.as_str(), event.frame()).await
             }
             Some(kind) => {
                 let object = objects::as_version(&self.rt, event.object.clone());
@@ -922,6 +932,7 @@ fn watch(shared: &Arc<Shared>, rt: &ResourceType, request: &Request) -> ApiResul
         bookmarks: request.flag("allowWatchBookmarks"),
         last_resource_version: 0,
         sender,
+        shared: shared.clone(),
     };
     let forced_gone = shared.faults.take_forced_gone();
     let (initial, start) = {

@@ -479,7 +479,7 @@ impl Lab {
             seen.double_answers
         );
         println!(
-            "  (Default timings: a lost node is replaced 300 ms after its last heartbeat; a speaker that stops cleanly says goodbye and hands over at once.)"
+            "  (Default timings: a lost node is replaced 285 ms after its last heartbeat; a speaker that stops cleanly says goodbye and hands over at once.)"
         );
         let rows: Vec<(String, MacAddr)> = self
             .nodes
