@@ -57,6 +57,8 @@ const HEARTBEAT_WARNING_INTERVAL: Duration = Duration::from_secs(60);
 /// `Membership::heard_unknown`) have their watches catch up even where heartbeats are cut one
 /// way.
 const STARTUP_HOLD: Duration = Duration::from_secs(1);
+/// How often the gauges are refreshed (besides after every election).
+const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
 /// A goodbye is sent this many times (a lost one costs its peers the dead time).
 const GOODBYE_COPIES: usize = 2;
 
@@ -224,6 +226,10 @@ struct Speaker {
     timing: HeartbeatTiming,
     /// When heartbeats last went out, to measure how late the next round is.
     last_round: Option<Instant>,
+    /// What the readers answer from may have changed since it was last published: a heartbeat
+    /// moved the fence, or the links changed (an election publishes at once). Most wake-ups
+    /// are a peer's heartbeat that changes nothing, and publishing costs map updates.
+    snapshot_dirty: bool,
 }
 
 impl Speaker {
@@ -396,6 +402,7 @@ impl Speaker {
                 }
                 self.state.set_links(announcing, now);
                 self.links_changed = true;
+                self.snapshot_dirty = true;
             }
             Err(error) => tracing::warn!(%error, "reading links failed"),
         }
@@ -456,6 +463,8 @@ impl Speaker {
                 match self.transport.send(&interface, &frame) {
                     Ok(()) => {
                         self.state.heartbeat_sent(&interface, Instant::now());
+                        // The fence moved forward.
+                        self.snapshot_dirty = true;
                         self.health.metrics.heartbeat.sent(interface.as_str());
                     }
                     Err(error) => {
@@ -603,6 +612,10 @@ impl Speaker {
     }
 
     fn update_gauges(&self, now: Instant) {
+        // Read here, at the gauges' pace, rather than per scrape.
+        if let Some(replies) = self.dataplane.kernel_arp_replies() {
+            self.health.metrics.kernel_arp_replies(replies);
+        }
         let may_answer = self.state.may_answer(now);
         let announced = if may_answer {
             self.state.announced().len()
@@ -733,11 +746,8 @@ impl Speaker {
     /// Rebuilt whole after every wake-up of the loop (a few per renew interval); readers keep
     /// the previous one until the swap.
     fn publish_snapshot(&mut self, now: Instant) {
+        self.snapshot_dirty = false;
         self.dataplane.publish(self.state.snapshot(now));
-        // Read here, at the loop's pace, rather than per scrape: one map read per wake-up.
-        if let Some(replies) = self.dataplane.kernel_arp_replies() {
-            self.health.metrics.kernel_arp_replies(replies);
-        }
     }
 
     fn conflict_seen(&mut self, seen: &ConflictSeen) {
@@ -886,6 +896,7 @@ pub async fn run(args: Args, timing: HeartbeatTiming) -> anyhow::Result<()> {
         last_heartbeat_warning: HashMap::new(),
         timing,
         last_round: None,
+        snapshot_dirty: true,
     };
     // Publish the interfaces from the first registration on.
     speaker.refresh_links(&monitor, Instant::now()).await;
@@ -902,6 +913,7 @@ pub async fn run(args: Args, timing: HeartbeatTiming) -> anyhow::Result<()> {
     let mut write_failures = 0u32;
     // The loop wakes at least once per heartbeat interval, so trims keep their pace.
     let mut heap = HeapTrimmer::new(Instant::now());
+    let mut next_gauges = Instant::now();
 
     loop {
         let now = Instant::now();
@@ -972,8 +984,13 @@ pub async fn run(args: Args, timing: HeartbeatTiming) -> anyhow::Result<()> {
         }
         let now = Instant::now();
         speaker.step(now);
-        speaker.publish_snapshot(now);
-        speaker.update_gauges(now);
+        if speaker.snapshot_dirty {
+            speaker.publish_snapshot(now);
+        }
+        if now >= next_gauges {
+            speaker.update_gauges(now);
+            next_gauges = now + GAUGE_INTERVAL;
+        }
         heap.maybe_trim(now);
         health.ready.store(
             speaker.synced() && speaker.registered_at.is_some(),

@@ -110,6 +110,7 @@ pub struct SpeakerState {
     /// What the last recompute was based on, to tell whether another would change anything.
     inputs_changed: bool,
     computed_presence: BTreeMap<InterfaceName, BTreeSet<String>>,
+    computed_presence_ids: Option<Vec<(bool, BTreeSet<NodeId>)>>,
     /// How long each peer found dead since the last call to `take_detections` had been
     /// unheard: the detection time.
     detections: Vec<Duration>,
@@ -134,6 +135,7 @@ impl SpeakerState {
             announcer: Announcer::new(burst),
             inputs_changed: true,
             computed_presence: BTreeMap::new(),
+            computed_presence_ids: None,
             detections: Vec::new(),
             released: false,
         }
@@ -283,6 +285,10 @@ impl SpeakerState {
 
     /// This node's interfaces that are up, with their MACs (from rtnetlink).
     pub fn set_links(&mut self, links: BTreeMap<InterfaceName, MacAddr>, now: Instant) {
+        if !self.networks.keys().eq(links.keys()) {
+            // The presence compared in `needs_recompute` is by position, not by name.
+            self.inputs_changed = true;
+        }
         self.networks
             .retain(|interface, _| links.contains_key(interface));
         let known: BTreeSet<NodeId> = self.names.keys().copied().collect();
@@ -321,11 +327,24 @@ impl SpeakerState {
             .collect()
     }
 
+    /// Who counts alive on each network, by heartbeat id (this node: whether it may answer):
+    /// [`Self::presence`] without the names, cheap enough for every wake-up.
+    fn presence_ids(&self, now: Instant) -> Vec<(bool, BTreeSet<NodeId>)> {
+        self.networks
+            .values()
+            .map(|membership| {
+                let mut alive = membership.alive(now);
+                alive.retain(|id| self.names.contains_key(id));
+                (!self.released && membership.permitted(now), alive)
+            })
+            .collect()
+    }
+
     /// Whether [`SpeakerState::recompute`] could change anything: an input changed, or who
     /// counts alive where. Most heartbeats change nothing, and an election over a large
     /// cluster is worth skipping.
     pub fn needs_recompute(&self, now: Instant) -> bool {
-        self.inputs_changed || self.presence(now) != self.computed_presence
+        self.inputs_changed || self.computed_presence_ids.as_ref() != Some(&self.presence_ids(now))
     }
 
     /// Re-elects owners and updates what this node announces.
@@ -346,6 +365,7 @@ impl SpeakerState {
             }
         }
         self.computed_presence = presence;
+        self.computed_presence_ids = Some(self.presence_ids(now));
         let present_somewhere = self
             .computed_presence
             .values()

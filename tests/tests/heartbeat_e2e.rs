@@ -421,7 +421,16 @@ async fn wait_metrics(
 ) -> anyhow::Result<BTreeMap<String, Scrape>> {
     let deadline = Instant::now() + timeout;
     loop {
-        let scrapes = scrape_all(cluster)?;
+        // A speaker that has just been started may not serve /metrics yet.
+        let scrapes = match scrape_all(cluster) {
+            Ok(scrapes) => scrapes,
+            Err(error) if Instant::now() < deadline => {
+                eprintln!("{what}: {error:#}; retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            Err(error) => return Err(error),
+        };
         let failing: Vec<&String> = scrapes
             .iter()
             .filter(|(name, scrape)| !condition(name, scrape))
