@@ -7,13 +7,15 @@
 //!  2  1  version (1)                  28  8  sent at, ms since the Unix epoch (sender's clock)
 //!  3  1  kind: 1 heartbeat, 2 goodbye 36  1  suspects (n, at most 32)
 //!  4  1  flags: bit 0 api-reachable   37  1  reported (m, at most 32)
-//!  5  1  reserved (0)                 38  8n suspected node ids, then 8m reported node ids
+//!  5  1  reserved                     38  8n suspected node ids, then 8m reported node ids
 //!  6  2  key id                       ..  16 tag: the first 16 bytes of HMAC-SHA-256 of
 //!  8  8  incarnation                         everything before it
 //! 16  4  sequence
 //! ```
 //!
-//! Decoding never trusts a length it has not checked against the buffer, and the tag is
+//! Senders write zero in the reserved byte and the unused flag bits, and receivers ignore them
+//! (they are still covered by the tag), so a later version can use them without breaking this
+//! one. Decoding never trusts a length it has not checked against the buffer, and the tag is
 //! compared in constant time, so a forger learns nothing from timing.
 
 use ring::hmac;
@@ -239,6 +241,19 @@ mod tests {
             suspects: vec![NodeId(7)],
             reported: vec![NodeId(8), NodeId(9)],
         }
+    }
+
+    #[test]
+    fn reserved_bits_are_ignored_but_authenticated() {
+        let mut bytes = encode(&sample(), &key(1));
+        bytes[4] |= 0b1111_1110;
+        bytes[5] = 0xff;
+        let body = bytes.len() - TAG_LEN;
+        let tag = hmac::sign(&key(1), &bytes[..body]);
+        bytes[body..].copy_from_slice(&tag.as_ref()[..TAG_LEN]);
+        assert_eq!(decode(&bytes, Some(&key(1))), Ok(sample()));
+        bytes[5] = 0x7f;
+        assert_eq!(decode(&bytes, Some(&key(1))), Err(DecodeError::BadTag));
     }
 
     #[test]
