@@ -28,6 +28,7 @@ pub mod election;
 pub mod heap;
 pub mod heartbeat;
 pub mod heartbeat_keys;
+pub mod heartbeat_queue;
 pub mod heartbeat_transport;
 pub mod http;
 pub mod interfaces;

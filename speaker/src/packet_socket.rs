@@ -9,6 +9,7 @@
 use std::collections::BTreeSet;
 use std::io::{self, Read};
 use std::net::{Ipv6Addr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use ferrolb_crds::InterfaceName;
@@ -126,7 +127,33 @@ pub fn read_frame(
 ) -> ReadOutcome {
     // `Read` is implemented for `&Socket`: other threads send on it meanwhile.
     let mut reader = socket;
-    match reader.read(buffer) {
+    read_outcome(reader.read(buffer), interface, what)
+}
+
+/// Like [`read_frame`], but takes only a frame already queued: `Again` when there is none.
+#[allow(unsafe_code)]
+pub fn read_queued_frame(
+    socket: &Socket,
+    buffer: &mut [u8],
+    interface: &InterfaceName,
+    what: &str,
+) -> ReadOutcome {
+    // SAFETY: the kernel writes at most `buffer.len()` bytes into `buffer`, which stays
+    // borrowed for the call.
+    let read = unsafe {
+        libc::recv(
+            socket.as_raw_fd(),
+            buffer.as_mut_ptr().cast(),
+            buffer.len(),
+            libc::MSG_DONTWAIT,
+        )
+    };
+    let result = usize::try_from(read).map_err(|_| io::Error::last_os_error());
+    read_outcome(result, interface, what)
+}
+
+fn read_outcome(result: io::Result<usize>, interface: &InterfaceName, what: &str) -> ReadOutcome {
+    match result {
         Ok(len) => ReadOutcome::Frame(len),
         Err(error)
             if matches!(

@@ -853,9 +853,10 @@ pub async fn run(args: Args, timing: HeartbeatTiming) -> anyhow::Result<()> {
         keys.clone(),
         health.metrics.heartbeat.clone(),
         args.reader_nice,
+        timing,
     );
     let Receivers {
-        mut accepted,
+        accepted,
         mut notices,
     } = receivers;
 
@@ -927,22 +928,17 @@ pub async fn run(args: Args, timing: HeartbeatTiming) -> anyhow::Result<()> {
                     .map(|at| at + STARTUP_HOLD)
                     .filter(|at| *at > now),
             )
+            // Heartbeats that are no news do not wake the loop, and a loop that stepped
+            // nothing for the stall time distrusts every absence: it steps at least twice as
+            // often, so only a real stall of the process counts as one.
+            .chain([now + timing.stall() / 2])
             .min()
             .unwrap_or(now + timing.interval);
         tokio::select! {
             biased;
             () = &mut shutdown => break,
-            Some(first) = accepted.recv() => {
-                let mut next = Some(first);
-                // Everything already read, before anything is sent.
-                for _ in 0..4096 {
-                    let Some(heard) = next.take() else { break };
-                    if speaker.state.heartbeat_received(&heard.interface, &heard.heartbeat, heard.at) {
-                        speaker.send_now = true;
-                    }
-                    next = accepted.try_recv().ok();
-                }
-            }
+            // The heartbeats themselves are taken below, after every wake.
+            () = accepted.news() => {}
             Some(notice) = notices.recv() => speaker.notice(notice, Instant::now()),
             Some(seen) = conflicts.recv() => {
                 speaker.conflict_seen(&seen);
@@ -982,8 +978,18 @@ pub async fn run(args: Args, timing: HeartbeatTiming) -> anyhow::Result<()> {
             }
             () = tokio::time::sleep_until(deadline.into()) => {}
         }
+        // Everything read so far, at the times it was read, before anything is decided or sent.
+        for heard in accepted.take() {
+            if speaker
+                .state
+                .heartbeat_received(&heard.interface, &heard.heartbeat, heard.at)
+            {
+                speaker.send_now = true;
+            }
+        }
         let now = Instant::now();
         speaker.step(now);
+        accepted.set_eager(speaker.state.rejoining(now));
         if speaker.snapshot_dirty {
             speaker.publish_snapshot(now);
         }

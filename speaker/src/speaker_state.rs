@@ -219,6 +219,14 @@ impl SpeakerState {
         }
     }
 
+    /// Whether a network is waiting to hear from its peers before this node may answer there
+    /// (starting, after a stall or a suspicion): then every heartbeat matters at once.
+    pub fn rejoining(&self, now: Instant) -> bool {
+        self.networks
+            .values()
+            .any(|membership| membership.rejoining(now))
+    }
+
     /// Advances every network to `now`; returns whether heartbeats are due.
     pub fn step_heartbeats(&mut self, now: Instant) -> bool {
         let mut due = false;

@@ -8,7 +8,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
 use std::io::Write as _;
 use std::os::fd::OwnedFd;
@@ -19,7 +19,7 @@ use anyhow::{Context as _, bail, ensure};
 use ferrolb_crds::InterfaceName;
 use ferrolb_crds::heartbeat_key::HeartbeatKeys;
 use ferrolb_speaker::heartbeat::wire::{self, DecodeError};
-use ferrolb_speaker::heartbeat::{Heartbeat, Kind, NodeId, node_id};
+use ferrolb_speaker::heartbeat::{Heartbeat, HeartbeatTiming, Kind, NodeId, node_id};
 use ferrolb_speaker::heartbeat_keys::{KeyRing, SharedKeys};
 use ferrolb_speaker::heartbeat_transport::{
     Accepted, ETHERTYPE_HEARTBEAT, HEARTBEAT_GROUP, HeartbeatCounters, HeartbeatTransport, Notice,
@@ -68,6 +68,8 @@ struct Node {
     keys: SharedKeys,
     transport: HeartbeatTransport,
     receivers: Receivers,
+    /// Taken from the queue, not yet looked at.
+    taken: VecDeque<Accepted>,
     counters: HeartbeatCounters,
     /// This node's heartbeats so far; each one sent gets the next sequence number.
     sequence: u32,
@@ -90,8 +92,12 @@ impl Node {
         let (transport, receivers) = std::thread::spawn(move || -> anyhow::Result<_> {
             enter_netns(&netns)?;
             let index = index_of(interface.as_str())?;
-            let (mut transport, receivers) =
-                HeartbeatTransport::new(thread_keys, thread_counters, READER_NICE);
+            let (mut transport, receivers) = HeartbeatTransport::new(
+                thread_keys,
+                thread_counters,
+                READER_NICE,
+                HeartbeatTiming::DEFAULT,
+            );
             let failures = transport.reconcile(&BTreeMap::from([(interface, (index, mac))]));
             if let Some((name, error)) = failures.into_iter().next() {
                 bail!("opening the heartbeat socket on {name}: {error}");
@@ -108,6 +114,7 @@ impl Node {
             keys,
             transport,
             receivers,
+            taken: VecDeque::new(),
             counters,
             sequence: 0,
             incarnation: now_ms() * 1000,
@@ -181,7 +188,12 @@ impl Node {
     }
 
     fn next_accepted(&mut self, within: Duration) -> Option<Accepted> {
-        poll(within, || self.receivers.accepted.try_recv().ok())
+        poll(within, || {
+            if self.taken.is_empty() {
+                self.taken.extend(self.receivers.accepted.take());
+            }
+            self.taken.pop_front()
+        })
     }
 
     fn next_notice(&mut self, within: Duration) -> Option<Notice> {
@@ -424,7 +436,7 @@ fn heartbeat_transport_delivers_genuine_heartbeats_only() -> anyhow::Result<()> 
         rejected_before,
         "the kernel filter passed a frame"
     );
-    assert!(b.receivers.accepted.try_recv().is_err());
+    assert!(b.next_accepted(Duration::ZERO).is_none());
 
     // A flood of forgeries while genuine heartbeats flow.
     b.drain_notices();

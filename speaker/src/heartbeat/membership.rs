@@ -126,18 +126,34 @@ impl Membership {
     /// whether a heartbeat should be sent at once (this node just learnt of a new suspicion to
     /// relay).
     pub fn receive(&mut self, heartbeat: &Heartbeat, now: Instant) -> bool {
+        let dead_after = self.timing.dead_after();
         let Some(peer) = self.peers.get_mut(&heartbeat.node) else {
             return false;
         };
+        // Its lists counted before this heartbeat, and still do: unless they changed, nothing
+        // derived from them did, and the usual heartbeat costs no pass over the peers.
+        let mut news = !(peer.spoke
+            && !peer.goodbye
+            && now.saturating_duration_since(peer.heard) < dead_after);
         peer.heard = peer.heard.max(now);
         peer.spoke = true;
         peer.spoke_since_join = true;
         let order = (heartbeat.incarnation, heartbeat.sequence);
         if peer.latest.is_none_or(|latest| order > latest) {
             peer.latest = Some(order);
-            peer.goodbye = heartbeat.kind == Kind::Goodbye;
-            peer.suspects = heartbeat.suspects.iter().copied().collect();
-            peer.reported = heartbeat.reported.iter().copied().collect();
+            let goodbye = heartbeat.kind == Kind::Goodbye;
+            if goodbye != peer.goodbye
+                || !same_ids(&peer.suspects, &heartbeat.suspects)
+                || !same_ids(&peer.reported, &heartbeat.reported)
+            {
+                news = true;
+                peer.goodbye = goodbye;
+                peer.suspects = heartbeat.suspects.iter().copied().collect();
+                peer.reported = heartbeat.reported.iter().copied().collect();
+            }
+        }
+        if !news {
+            return false;
         }
         self.refresh_reports(now);
         self.note_suspicion(now);
@@ -242,6 +258,12 @@ impl Membership {
             && self.quiet_until.is_some_and(|quiet| now >= quiet)
             && !self.suspected_by_a_peer(now)
             && !self.waiting_for_a_peer(now)
+    }
+
+    /// Whether this node is quiet here after (re)joining, or still waits for a peer's
+    /// heartbeat before it may answer.
+    pub fn rejoining(&self, now: Instant) -> bool {
+        self.quiet_until.is_none_or(|quiet| now < quiet) || self.waiting_for_a_peer(now)
     }
 
     /// The fence of the last heartbeat sent: nothing is answered here from then on unless
@@ -382,4 +404,9 @@ impl Membership {
         let (suspects, reported) = self.listing(now);
         !suspects.is_subset(&self.last_listed.0) || !reported.is_subset(&self.last_listed.1)
     }
+}
+
+/// Whether a heartbeat's list names exactly the ids of `set` (lists hold at most 32).
+fn same_ids(set: &BTreeSet<NodeId>, list: &[NodeId]) -> bool {
+    list.iter().all(|id| set.contains(id)) && set.iter().all(|id| list.contains(id))
 }
