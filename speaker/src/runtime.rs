@@ -580,9 +580,12 @@ impl Speaker {
     /// Sockets and groups for what is announced now; metrics; the statuses to write.
     fn reconcile_sockets_and_statuses(&mut self, now: Instant) {
         let announced = self.state.announced();
+        // Also where this node would take over: opening a packet socket waits for the kernel
+        // (an RCU grace period per bind, tens of milliseconds), which a takeover must not.
         let wanted: BTreeMap<InterfaceName, u32> = announced
             .values()
             .flatten()
+            .chain(self.state.standby_interfaces())
             .collect::<BTreeSet<_>>()
             .into_iter()
             .filter_map(|name| {

@@ -219,6 +219,11 @@ impl SpeakerState {
         }
     }
 
+    /// The interfaces on which this node would announce an IP it took over.
+    pub fn standby_interfaces(&self) -> &BTreeSet<InterfaceName> {
+        self.election.local_interfaces()
+    }
+
     /// Whether a network is waiting to hear from its peers before this node may answer there
     /// (starting, after a stall or a suspicion): then every heartbeat matters at once.
     pub fn rejoining(&self, now: Instant) -> bool {
@@ -368,6 +373,7 @@ impl SpeakerState {
                 if now_heard.is_none_or(|now_heard| !now_heard.contains(node))
                     && let Some(unheard) = membership.unheard_for(node_id(node), now)
                 {
+                    tracing::info!(peer = %node, %interface, ?unheard, "peer no longer counts alive");
                     self.detections.push(unheard);
                 }
             }

@@ -133,7 +133,10 @@ impl Drop for Component {
         if std::thread::panicking() {
             eprintln!("--- {} output ---\n{}", self.name, self.output());
         }
-        let _ = std::fs::remove_file(&self.log);
+        // FERROLB_TEST_KEEP_LOGS keeps every component's log, to study a run that passed.
+        if std::env::var_os("FERROLB_TEST_KEEP_LOGS").is_none() {
+            let _ = std::fs::remove_file(&self.log);
+        }
     }
 }
 

@@ -108,6 +108,9 @@ pub struct Election {
     /// IPs that an L2Advertisement covers (so they are meant to be announced) in a group with
     /// no live candidate: nobody answers for them.
     without_owner: BTreeSet<IpAddr>,
+    /// The interfaces on which the local node (of [`Alive::Heard`]) would announce some group
+    /// if it owned it.
+    local_interfaces: BTreeSet<InterfaceName>,
 }
 
 impl Election {
@@ -172,6 +175,9 @@ impl Election {
                     },
                 ),
             };
+            if let Some((_, interfaces, _)) = &local {
+                election.local_interfaces.extend(interfaces.iter().cloned());
+            }
             let alive_here: Cow<'_, BTreeSet<String>> = match (view.alive, &local) {
                 (Alive::Everywhere(alive), _) => Cow::Borrowed(alive),
                 // Where this node cannot announce the group, what it hears anywhere.
@@ -289,6 +295,12 @@ impl Election {
     /// covers are not announced by design and are not listed.
     pub fn ips_without_owner(&self) -> &BTreeSet<IpAddr> {
         &self.without_owner
+    }
+
+    /// Where the local node would announce a group it took over: where its packet sockets
+    /// should already be open, so that a takeover waits for no socket.
+    pub fn local_interfaces(&self) -> &BTreeSet<InterfaceName> {
+        &self.local_interfaces
     }
 
     /// What `node` announces: each IP it owns with its interfaces.

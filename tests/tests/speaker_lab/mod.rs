@@ -271,7 +271,12 @@ impl Cluster {
             .env("KUBECONFIG", self.api.kubeconfig_path())
             .env("NODE_NAME", name)
             .env("POD_NAMESPACE", SYSTEM)
-            .env("RUST_LOG", "info,kube=warn")
+            // FERROLB_TEST_SPEAKER_LOG sets the speakers' filter, to trace a failing run.
+            .env(
+                "RUST_LOG",
+                std::env::var("FERROLB_TEST_SPEAKER_LOG")
+                    .unwrap_or_else(|_| "info,kube=warn".to_owned()),
+            )
             .args(["--metrics-bind-address", "127.0.0.1:7473"])
             .args(&self.speaker_args);
         let component = Component::spawn(&format!("speaker-{name}"), command)?;

@@ -605,3 +605,23 @@ fn a_peer_heard_on_any_network_of_a_group_counts_alive_for_it() {
     let election = elect_heard(&[("eth0", &[]), ("eth1", &[])], &v4);
     assert_eq!(election.owner_of(ip("198.51.100.7")), None);
 }
+
+#[test]
+fn the_local_node_knows_where_it_would_take_over_whoever_owns_now() {
+    let names = |election: &Election| -> Vec<String> {
+        election
+            .local_interfaces()
+            .iter()
+            .map(|name| name.to_string())
+            .collect()
+    };
+    let both = ["node-a", "node-b"];
+    // Whichever node wins the v4 group, node-a stands by on eth0 only (the v4 subnet's).
+    let v4 = [service("v4", &["198.51.100.7"])];
+    let election = elect_heard(&[("eth0", &both), ("eth1", &both)], &v4);
+    assert_eq!(names(&election), ["eth0"]);
+    let dual = [service("web", &["198.51.100.7", "2001:db8:1::7"])];
+    let election = elect_heard(&[("eth0", &both), ("eth1", &both)], &dual);
+    assert_eq!(names(&election), ["eth0", "eth1"]);
+    assert!(elect_heard(&[("eth0", &both)], &[]).local_interfaces().is_empty());
+}
