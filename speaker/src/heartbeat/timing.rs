@@ -34,7 +34,7 @@ pub enum HeartbeatTimingError {
 
 impl HeartbeatTiming {
     /// 75 ms heartbeats with 20 ms of jitter and 20 ms of delay: a dead node is replaced 285 ms
-    /// after its last heartbeat arrived (a client sees about 300 ms without an answer), one lost
+    /// after its last heartbeat arrived (a client sees 210-285 ms without an answer), one lost
     /// heartbeat goes unnoticed, and 100 peers cost a node about 90 kB/s. The allowances are
     /// generous for a LAN and a speaker at raised priority: there the delay is well under a
     /// millisecond and the loop is a few milliseconds late at most.

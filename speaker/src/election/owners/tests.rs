@@ -623,5 +623,9 @@ fn the_local_node_knows_where_it_would_take_over_whoever_owns_now() {
     let dual = [service("web", &["198.51.100.7", "2001:db8:1::7"])];
     let election = elect_heard(&[("eth0", &both), ("eth1", &both)], &dual);
     assert_eq!(names(&election), ["eth0", "eth1"]);
-    assert!(elect_heard(&[("eth0", &both)], &[]).local_interfaces().is_empty());
+    assert!(
+        elect_heard(&[("eth0", &both)], &[])
+            .local_interfaces()
+            .is_empty()
+    );
 }
