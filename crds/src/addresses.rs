@@ -357,6 +357,14 @@ impl AddressSet {
         self.ranges.is_empty()
     }
 
+    /// Whether some address of `net` is in the set.
+    pub fn overlaps(&self, net: IpNet) -> bool {
+        let net = IpRange::from_net(net);
+        self.ranges.iter().any(|range| {
+            range.family == net.family && range.start <= net.end && net.start <= range.end
+        })
+    }
+
     /// Membership in O(log n).
     pub fn contains(&self, ip: IpAddr) -> bool {
         let probe = (IpFamily::of(ip), address_value(ip));
@@ -456,6 +464,26 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_set_overlaps_the_subnets_that_share_an_address_with_it() {
+        let set = AddressSet::parse(["198.51.100.10-198.51.100.20", "2001:db8:1::/120"]).unwrap();
+        let net = |text: &str| text.parse::<IpNet>().unwrap();
+        assert!(set.overlaps(net("198.51.100.0/24")));
+        assert!(set.overlaps(net("198.51.100.20/32")));
+        assert!(set.overlaps(net("198.51.100.16/29")));
+        assert!(!set.overlaps(net("198.51.100.0/29")));
+        assert!(!set.overlaps(net("198.51.100.21/32")));
+        assert!(!set.overlaps(net("203.0.113.0/24")));
+        assert!(set.overlaps(net("2001:db8:1::/64")));
+        assert!(!set.overlaps(net("2001:db8:2::/64")));
+        // The same numbers in the other family are not the same addresses.
+        assert!(
+            !AddressSet::parse(["0.0.0.0/8"])
+                .unwrap()
+                .overlaps(net("::/104"))
+        );
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Heartbeats on the wire: Ethernet frames of EtherType [`ETHERTYPE_HEARTBEAT`] to the group
-//! [`HEARTBEAT_GROUP`], sent and read on every interface the speaker publishes
+//! [`HEARTBEAT_GROUP`], sent and read on every interface where the speaker could announce
 //! (`docs/heartbeat-protocol.md`).
 //!
 //! Each interface has a packet socket and a reader thread of its own. The reader runs every

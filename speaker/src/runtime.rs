@@ -389,22 +389,31 @@ impl Speaker {
                     *current = annotation;
                     changed
                 });
-                let announcing = announcing_links(&self.links);
-                let wanted = announcing
-                    .iter()
-                    .filter_map(|(name, mac)| {
-                        let link = self.links.iter().find(|l| l.name == name.as_str())?;
-                        Some((name.clone(), (link.index, *mac)))
-                    })
-                    .collect();
-                for (interface, error) in self.transport.reconcile(&wanted) {
-                    tracing::warn!(%interface, %error, "cannot open the heartbeat socket");
-                }
-                self.state.set_links(announcing, now);
+                self.state.set_links(announcing_links(&self.links), now);
+                // Also when the set of names is the same: a recreated link has a new index.
+                self.state.take_networks_changed();
+                self.reconcile_heartbeat_sockets();
                 self.links_changed = true;
                 self.snapshot_dirty = true;
             }
             Err(error) => tracing::warn!(%error, "reading links failed"),
+        }
+    }
+
+    /// Opens heartbeat sockets on exactly the networks the state heartbeats on.
+    fn reconcile_heartbeat_sockets(&mut self) {
+        let announcing = announcing_links(&self.links);
+        let wanted = self
+            .state
+            .heartbeat_interfaces()
+            .filter_map(|name| {
+                let mac = announcing.get(name)?;
+                let link = self.links.iter().find(|l| l.name == name.as_str())?;
+                Some((name.clone(), (link.index, *mac)))
+            })
+            .collect();
+        for (interface, error) in self.transport.reconcile(&wanted) {
+            tracing::warn!(%interface, %error, "cannot open the heartbeat socket");
         }
     }
 
@@ -417,6 +426,9 @@ impl Speaker {
         // silence them: this node joins only once it knows who is who.
         let heartbeating = keys.is_some() && self.leases.synced && self.nodes.synced;
         let due = heartbeating && self.state.step_heartbeats(now);
+        if self.state.take_networks_changed() {
+            self.reconcile_heartbeat_sockets();
+        }
         let announcing = self.synced()
             && self
                 .registered_at

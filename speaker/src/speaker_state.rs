@@ -18,7 +18,7 @@ use crate::announcer::{
 };
 use crate::election::{
     Alive, ClusterView, Election, NodeFacts, PoolFacts, PublishedInterface, ServiceFacts,
-    ServiceId, gratuitous_interval,
+    ServiceId, candidate_interfaces, gratuitous_interval,
 };
 use crate::heartbeat::{self, Heartbeat, HeartbeatTiming, Membership, NodeId, node_id};
 use crate::packet::{Inbound, MacAddr, ParseError, parse_frame};
@@ -95,8 +95,15 @@ pub struct SpeakerState {
     node: String,
     me: NodeId,
     timing: HeartbeatTiming,
-    /// What this node hears on each interface it heartbeats on (every announcing link).
+    /// What this node hears on each interface it heartbeats on: the announcing links on which
+    /// it could announce some pool's IPs ([`candidate_interfaces`]).
     networks: BTreeMap<InterfaceName, Membership>,
+    /// This node's links that are up, with their MACs.
+    links: BTreeMap<InterfaceName, MacAddr>,
+    /// The facts the networks derive from changed since they were last brought up to date.
+    networks_stale: bool,
+    /// The set of networks changed since [`Self::take_networks_changed`].
+    networks_changed: bool,
     /// The other registered speakers, by the id their heartbeats carry.
     names: BTreeMap<NodeId, String>,
     /// Node facts from the API, without interfaces (those come from the registrations).
@@ -125,6 +132,9 @@ impl SpeakerState {
             me: node_id(node),
             timing,
             networks: BTreeMap::new(),
+            links: BTreeMap::new(),
+            networks_stale: false,
+            networks_changed: false,
             names: BTreeMap::new(),
             nodes: BTreeMap::new(),
             published: BTreeMap::new(),
@@ -154,6 +164,9 @@ impl SpeakerState {
         if node != self.node && self.names.insert(id, node.to_owned()).is_none() {
             self.update_known(now);
         }
+        if node == self.node {
+            self.sync_networks(now);
+        }
     }
 
     /// A speaker's registration is gone: it shut down, or its node left the cluster.
@@ -161,6 +174,9 @@ impl SpeakerState {
         self.inputs_changed |= self.published.remove(node).is_some();
         if self.names.remove(&node_id(node)).is_some() {
             self.update_known(now);
+        }
+        if node == self.node {
+            self.sync_networks(now);
         }
     }
 
@@ -234,6 +250,9 @@ impl SpeakerState {
 
     /// Advances every network to `now`; returns whether heartbeats are due.
     pub fn step_heartbeats(&mut self, now: Instant) -> bool {
+        if self.networks_stale {
+            self.sync_networks(now);
+        }
         let mut due = false;
         for membership in self.networks.values_mut() {
             due |= membership.step(now);
@@ -279,16 +298,19 @@ impl SpeakerState {
     pub fn set_nodes(&mut self, nodes: impl IntoIterator<Item = NodeFacts>) {
         self.nodes = nodes.into_iter().map(|n| (n.name.clone(), n)).collect();
         self.inputs_changed = true;
+        self.networks_stale = true;
     }
 
     pub fn set_pools(&mut self, pools: Vec<PoolFacts>) {
         self.pools = pools;
         self.inputs_changed = true;
+        self.networks_stale = true;
     }
 
     pub fn set_advertisements(&mut self, advertisements: Vec<L2AdvertisementSpec>) {
         self.advertisements = advertisements;
         self.inputs_changed = true;
+        self.networks_stale = true;
     }
 
     pub fn set_services(&mut self, services: impl IntoIterator<Item = ServiceFacts>) {
@@ -298,21 +320,51 @@ impl SpeakerState {
 
     /// This node's interfaces that are up, with their MACs (from rtnetlink).
     pub fn set_links(&mut self, links: BTreeMap<InterfaceName, MacAddr>, now: Instant) {
-        if !self.networks.keys().eq(links.keys()) {
-            // The presence compared in `needs_recompute` is by position, not by name.
-            self.inputs_changed = true;
+        self.links = links.clone();
+        self.announcer.set_links(links, now);
+        self.sync_networks(now);
+    }
+
+    /// Heartbeats on exactly the links where this node could announce (from its own
+    /// registration, as the election sees it): a new network starts as after a restart, a
+    /// network no longer wanted is forgotten.
+    fn sync_networks(&mut self, now: Instant) {
+        self.networks_stale = false;
+        let wanted: BTreeSet<InterfaceName> =
+            match (self.nodes.get(&self.node), self.published.get(&self.node)) {
+                (Some(node), Some(interfaces)) => {
+                    let me = NodeFacts {
+                        interfaces: interfaces.clone(),
+                        ..node.clone()
+                    };
+                    candidate_interfaces(&me, &self.pools, &self.advertisements)
+                        .into_iter()
+                        .filter(|interface| self.links.contains_key(interface))
+                        .collect()
+                }
+                _ => BTreeSet::new(),
+            };
+        if self.networks.keys().eq(wanted.iter()) {
+            return;
         }
+        // The presence compared in `needs_recompute` is by position, not by name.
+        self.inputs_changed = true;
+        self.networks_changed = true;
         self.networks
-            .retain(|interface, _| links.contains_key(interface));
+            .retain(|interface, _| wanted.contains(interface));
         let known: BTreeSet<NodeId> = self.names.keys().copied().collect();
-        for interface in links.keys() {
-            self.networks.entry(interface.clone()).or_insert_with(|| {
+        for interface in wanted {
+            self.networks.entry(interface).or_insert_with(|| {
                 let mut membership = Membership::new(self.me, self.timing);
                 membership.set_known(&known, now);
                 membership
             });
         }
-        self.announcer.set_links(links, now);
+    }
+
+    /// Whether the interfaces to heartbeat on changed since the last call.
+    pub fn take_networks_changed(&mut self) -> bool {
+        std::mem::take(&mut self.networks_changed)
     }
 
     /// The interfaces this node heartbeats on.

@@ -612,32 +612,45 @@ async fn restore_node(cluster: &mut Cluster, node: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Drops every heartbeat frame (EtherType 0x88b5) in and out of `host`'s LAN interface, in one
-/// nftables transaction, while ARP and NDP pass. `Err` when nft cannot (no netdev egress hook).
-fn cut_heartbeats(host: &Host) -> anyhow::Result<()> {
-    host.run(
-        "nft",
-        &[&format!(
-            "add table netdev {CUT_TABLE}; \
-             add chain netdev {CUT_TABLE} in {{ type filter hook ingress device lan0 priority 0; policy accept; }}; \
-             add chain netdev {CUT_TABLE} out {{ type filter hook egress device lan0 priority 0; policy accept; }}; \
-             add rule netdev {CUT_TABLE} in ether type 0x88b5 drop; \
-             add rule netdev {CUT_TABLE} out ether type 0x88b5 drop"
-        )],
+/// Drops heartbeats to and from `host` on its switch port, both ways, as a filter in the network
+/// would (the host's own sends succeed); everything else passes.
+fn cut_heartbeats(cluster: &Cluster, host: &str) -> anyhow::Result<()> {
+    let (switch, port) = (switch_netns(cluster)?, lan_port(cluster, host)?);
+    ferrolb_tests::netlab::run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &switch,
+            "nft",
+            &format!(
+                "add table netdev {CUT_TABLE}; \
+                 add chain netdev {CUT_TABLE} in {{ type filter hook ingress device {port} priority 0; policy accept; }}; \
+                 add chain netdev {CUT_TABLE} out {{ type filter hook egress device {port} priority 0; policy accept; }}; \
+                 add rule netdev {CUT_TABLE} in ether type 0x88b5 drop; \
+                 add rule netdev {CUT_TABLE} out ether type 0x88b5 drop"
+            ),
+        ],
     )?;
     Ok(())
 }
 
-fn heal_heartbeats(host: &Host) -> anyhow::Result<()> {
-    host.run("nft", &["delete", "table", "netdev", CUT_TABLE])?;
+fn heal_heartbeats(cluster: &Cluster) -> anyhow::Result<()> {
+    let switch = switch_netns(cluster)?;
+    ferrolb_tests::netlab::run(
+        "ip",
+        &[
+            "netns", "exec", &switch, "nft", "delete", "table", "netdev", CUT_TABLE,
+        ],
+    )?;
     Ok(())
 }
 
-/// Whether this machine's nft can cut heartbeats (the netdev egress hook), tried on a scratch
-/// table in `host`.
-fn can_cut_heartbeats(host: &Host) -> Result<(), String> {
-    match cut_heartbeats(host) {
-        Ok(()) => heal_heartbeats(host).map_err(|e| format!("{e:#}")),
+/// Whether this machine's nft can cut heartbeats (the netdev egress hook), tried on `host`'s
+/// port.
+fn can_cut_heartbeats(cluster: &Cluster, host: &str) -> Result<(), String> {
+    match cut_heartbeats(cluster, host) {
+        Ok(()) => heal_heartbeats(cluster).map_err(|e| format!("{e:#}")),
         Err(error) => Err(format!("{error:#}")),
     }
 }
@@ -1108,11 +1121,11 @@ async fn partition_scenarios(
     eprintln!("{what} for 5 s: nothing moved; longest gap {during:?}, {after:?} in the 2 s after");
 
     // (a) A node that hears no peer: its heartbeats dropped both ways, ARP passing.
-    match can_cut_heartbeats(cluster.host("node-c")) {
+    match can_cut_heartbeats(cluster, "node-c") {
         Err(reason) => skip(
             &format!("{test} (a node that hears no peer)"),
             &format!(
-                "nft cannot drop heartbeats on lan0 (netdev ingress and egress hooks: Linux 5.16, nftables 1.0.1; Debian package nftables): {reason}"
+                "nft cannot drop heartbeats on a switch port (netdev ingress and egress hooks: Linux 5.16, nftables 1.0.1; Debian package nftables): {reason}"
             ),
         )?,
         Ok(()) => {
@@ -1204,8 +1217,7 @@ async fn isolated_node(
         .find(|name| (1..owners.len()).contains(&owned(name)))
         .context("no node owns some VIPs but not all")?;
     let x_mac = mac_of(cluster.host(x))?;
-    let host = cluster.host(x).clone();
-    cut_heartbeats(&host)?;
+    cut_heartbeats(cluster, x)?;
     let cut = Instant::now();
     tokio::time::sleep(Duration::from_secs(2)).await;
     // x counts its peers dead; they count x dead.
@@ -1218,7 +1230,7 @@ async fn isolated_node(
     .await?;
     let heard = probe.heard();
     let now = Instant::now();
-    heal_heartbeats(&host)?;
+    heal_heartbeats(cluster)?;
     let healed = Instant::now();
     // As the document says: x hears no peer, so it counts them all dead and answers for every
     // IP it is a candidate for (all of them here), as keepalived's backup does; it cannot tell

@@ -54,6 +54,50 @@ pub fn announcing_interfaces(
     interfaces_for(ip, node, covering(ip, node, pools, advertisements))
 }
 
+/// The interfaces of `node` on which it could announce some IP of some pool, whatever is
+/// assigned now: where its heartbeats go. For every L2Advertisement that selects the node and
+/// covers a pool, the interfaces it names, or without names every non-virtual interface and
+/// every interface on a subnet that shares addresses with a covered pool. This holds
+/// [`announcing_interfaces`] of every IP of every pool, and leaves out links such as pods'
+/// veths, where no IP is ever announced.
+pub fn candidate_interfaces(
+    node: &NodeFacts,
+    pools: &[PoolFacts],
+    advertisements: &[L2AdvertisementSpec],
+) -> BTreeSet<InterfaceName> {
+    let mut chosen = BTreeSet::new();
+    for advertisement in advertisements
+        .iter()
+        .filter(|advertisement| advertisement.selects_node(&node.labels))
+    {
+        let covered: Vec<&PoolFacts> = pools
+            .iter()
+            .filter(|pool| advertisement.selects_pool(&pool.name, &pool.labels))
+            .collect();
+        if covered.is_empty() {
+            continue;
+        }
+        let usable = |interface: &PublishedInterface| {
+            if advertisement.interfaces.is_empty() {
+                !interface.is_virtual
+                    || interface
+                        .subnets
+                        .iter()
+                        .any(|subnet| covered.iter().any(|pool| pool.addresses.overlaps(*subnet)))
+            } else {
+                advertisement.interfaces.contains(&interface.name)
+            }
+        };
+        chosen.extend(
+            node.interfaces
+                .iter()
+                .filter(|interface| usable(interface))
+                .map(|interface| interface.name.clone()),
+        );
+    }
+    chosen
+}
+
 /// The indices of the advertisements that cover a pool holding `ip`, whatever the node: the
 /// node-independent half of [`announcing_interfaces`], computed once per IP per election.
 pub(crate) fn advertisements_covering_ip(
@@ -242,6 +286,40 @@ mod tests {
             )),
             ["eth0", "eth1"]
         );
+    }
+
+    #[test]
+    fn candidates_hold_every_announcing_interface_and_no_link_without_a_pool() {
+        let n = node(vec![
+            interface("eth0", false, &["198.51.100.5/24"]),
+            interface("eth1", false, &[]),
+            interface("br-pods", true, &["2001:db8:2::1/64"]),
+            interface("vlan7", true, &["2001:db8:1::5/64"]),
+            interface("veth1234", true, &[]),
+        ]);
+        let all = [L2AdvertisementSpec::default()];
+        let candidates = candidate_interfaces(&n, &pools(), &all);
+        assert_eq!(names(candidates.clone()), ["eth0", "eth1", "vlan7"]);
+        for ip in ["198.51.100.10", "2001:db8:1::10", "203.0.113.10"].map(ip) {
+            assert!(announcing_interfaces(ip, &n, &pools(), &all).is_subset(&candidates));
+        }
+        let named = [L2AdvertisementSpec {
+            interfaces: vec![InterfaceName::new("veth1234").unwrap()],
+            ..Default::default()
+        }];
+        assert_eq!(
+            names(candidate_interfaces(&n, &pools(), &named)),
+            ["veth1234"]
+        );
+        let elsewhere = [L2AdvertisementSpec {
+            node_selectors: vec![LabelSelector {
+                match_labels: [("zone".to_string(), "b".to_string())].into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }];
+        assert!(candidate_interfaces(&n, &pools(), &elsewhere).is_empty());
+        assert!(candidate_interfaces(&n, &[], &all).is_empty());
     }
 
     #[test]

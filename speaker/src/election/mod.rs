@@ -9,7 +9,7 @@ pub mod rendezvous;
 
 pub use candidates::{
     EXCLUDE_FROM_EXTERNAL_LOAD_BALANCERS, NodeFacts, PoolFacts, announcing_interfaces,
-    gratuitous_interval,
+    candidate_interfaces, gratuitous_interval,
 };
 pub use node_interfaces::{INTERFACES_ANNOTATION, PublishedInterface};
 pub use owners::{Alive, ClusterView, Election, Group, Owner, ServiceFacts, ServiceId};

@@ -551,6 +551,47 @@ fn a_node_answers_only_on_the_networks_where_it_counts_itself() {
     assert_eq!(state.announced()[&IpAddr::V4(ANNOUNCED)], [eth0()].into());
 }
 
+#[test]
+fn heartbeats_go_only_where_a_pool_could_be_announced() {
+    let now = Instant::now();
+    let mut state = speaker("node-a", now);
+    let veth = InterfaceName::new("veth7f3a").unwrap();
+    let mut interfaces = published("node-a");
+    interfaces.push(PublishedInterface {
+        name: veth.clone(),
+        mac: MacAddr([0x02, 0, 0, 0, 2, 0x0a]),
+        is_virtual: true,
+        subnets: vec![],
+    });
+    state.registered("node-a", &interfaces, now);
+    state.set_links(
+        [
+            (eth0(), mac_of("node-a")),
+            (veth.clone(), MacAddr([0x02, 0, 0, 0, 2, 0x0a])),
+        ]
+        .into(),
+        now,
+    );
+    state.take_networks_changed();
+    let networks = |state: &SpeakerState| state.heartbeat_interfaces().cloned().collect::<Vec<_>>();
+    // A pod's veth: no pool's subnet, and virtual, so never announced on.
+    assert_eq!(networks(&state), [eth0()]);
+    // An advertisement that names it makes it a network.
+    state.set_advertisements(vec![L2AdvertisementSpec {
+        interfaces: vec![veth.clone()],
+        ..Default::default()
+    }]);
+    state.step_heartbeats(now);
+    assert!(state.take_networks_changed());
+    assert_eq!(networks(&state), [veth]);
+    // Without pools nothing is announced anywhere, and nothing heartbeats.
+    state.set_pools(Vec::new());
+    state.step_heartbeats(now);
+    assert!(state.take_networks_changed());
+    assert!(networks(&state).is_empty());
+    assert!(!state.take_networks_changed());
+}
+
 mod failover_property {
     use proptest::prelude::*;
 
