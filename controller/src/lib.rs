@@ -1,9 +1,10 @@
 //! FerroLB controller: assigns external IPs from IPAddressPools to LoadBalancer Services.
 //!
-//! The allocation engine ([`allocator`]) and the decisions ([`state`]) are pure; [`runtime`]
-//! connects them to the Kubernetes API.
+//! The allocation engine ([`allocator`]), the decisions ([`state`]) and the verdicts on BGP
+//! configuration ([`bgp_config`]) are pure; [`runtime`] connects them to the Kubernetes API.
 
 pub mod allocator;
+pub mod bgp_config;
 pub mod cli;
 pub mod heartbeat_key;
 pub mod http;

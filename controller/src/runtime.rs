@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use ferrolb_crds::{IPAddressPool, IPAddressPoolStatus};
+use ferrolb_crds::{BGPAdvertisement, BGPPeer, IPAddressPool, IPAddressPoolStatus};
 use futures::future::BoxFuture;
 use futures::stream::{BoxStream, FuturesUnordered, SelectAll};
 use futures::{FutureExt, StreamExt};
@@ -23,6 +23,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::allocator::ServiceKey;
+use crate::bgp_config::{BgpAction, BgpKind, BgpObjects};
 use crate::cli::{Args, LogFormat};
 use crate::http::{self, Health};
 use crate::leader::{LeaderElector, Timing};
@@ -44,6 +45,8 @@ enum Input {
     Service(watcher::Event<Service>),
     Pool(watcher::Event<IPAddressPool>),
     Namespace(watcher::Event<Namespace>),
+    BgpPeer(watcher::Event<BGPPeer>),
+    BgpAdvertisement(watcher::Event<BGPAdvertisement>),
     WatchError(&'static str, watcher::Error),
 }
 
@@ -111,6 +114,7 @@ enum Slot {
     /// Events are records, not states: each one is its own slot.
     Event(u64),
     Pool(String),
+    Bgp(BgpKind, String),
 }
 
 impl Slot {
@@ -119,7 +123,7 @@ impl Slot {
     fn priority(&self) -> usize {
         match self {
             Slot::Status(_) => 0,
-            Slot::Pool(_) => 1,
+            Slot::Pool(_) | Slot::Bgp(..) => 1,
             Slot::Annotation(_) => 2,
             Slot::Event(_) => 3,
         }
@@ -141,6 +145,7 @@ enum Write {
         message: String,
     },
     PoolStatus(IPAddressPoolStatus),
+    BgpStatus(Value),
 }
 
 /// What a write came back with.
@@ -241,6 +246,9 @@ pub struct Controller {
     services: Relist<Service>,
     pools: Relist<IPAddressPool>,
     namespaces: Relist<Namespace>,
+    bgp_peers: Relist<BGPPeer>,
+    bgp_advertisements: Relist<BGPAdvertisement>,
+    bgp: BgpObjects,
     known_pools: Vec<String>,
 }
 
@@ -294,6 +302,9 @@ impl Controller {
             services: Relist::default(),
             pools: Relist::default(),
             namespaces: Relist::default(),
+            bgp_peers: Relist::default(),
+            bgp_advertisements: Relist::default(),
+            bgp: BgpObjects::default(),
             known_pools: Vec::new(),
         }
     }
@@ -315,11 +326,35 @@ impl Controller {
                 Err(watcher::Event::Delete(s)) => self.state.delete_service(&s),
                 Err(_) => {}
             },
-            Input::Pool(event) => match self.pools.feed(event) {
-                Ok(Some(all)) => self.state.replace_pools(all),
+            Input::BgpPeer(event) => match self.bgp_peers.feed(event) {
+                Ok(Some(all)) => self.bgp.replace_peers(all),
                 Ok(None) => {}
-                Err(watcher::Event::Apply(p)) => self.state.apply_pool(p),
-                Err(watcher::Event::Delete(p)) => self.state.delete_pool(&p),
+                Err(watcher::Event::Apply(p)) => self.bgp.apply_peer(p),
+                Err(watcher::Event::Delete(p)) => self.bgp.delete_peer(&p),
+                Err(_) => {}
+            },
+            Input::BgpAdvertisement(event) => match self.bgp_advertisements.feed(event) {
+                Ok(Some(all)) => self.bgp.replace_advertisements(all),
+                Ok(None) => {}
+                Err(watcher::Event::Apply(a)) => self.bgp.apply_advertisement(a),
+                Err(watcher::Event::Delete(a)) => self.bgp.delete_advertisement(&a),
+                Err(_) => {}
+            },
+            Input::Pool(event) => match self.pools.feed(event) {
+                // Advertisements are judged against the pools: judge them again after any change.
+                Ok(Some(all)) => {
+                    self.bgp.mark_dirty();
+                    self.state.replace_pools(all)
+                }
+                Ok(None) => {}
+                Err(watcher::Event::Apply(p)) => {
+                    self.bgp.mark_dirty();
+                    self.state.apply_pool(p)
+                }
+                Err(watcher::Event::Delete(p)) => {
+                    self.bgp.mark_dirty();
+                    self.state.delete_pool(&p)
+                }
                 Err(_) => {}
             },
             Input::Namespace(event) => match self.namespaces.feed(event) {
@@ -358,6 +393,16 @@ impl Controller {
                 Input::Namespace,
                 "namespaces",
             ),
+            watch_stream(
+                Api::<BGPPeer>::all(self.client.clone()),
+                Input::BgpPeer,
+                "bgppeers",
+            ),
+            watch_stream(
+                Api::<BGPAdvertisement>::all(self.client.clone()),
+                Input::BgpAdvertisement,
+                "bgpadvertisements",
+            ),
         ]);
         let mut writes: FuturesUnordered<WriteFuture> = FuturesUnordered::new();
         let mut is_leader = *leader.borrow_and_update();
@@ -374,6 +419,7 @@ impl Controller {
                     if now_leader && !is_leader {
                         tracing::info!("became leader; rebuilding allocations from Service status");
                         self.state.request_rebuild();
+                        self.bgp.mark_dirty();
                     } else if !now_leader && is_leader {
                         tracing::warn!("lost leadership; no longer writing");
                         // Only the leader writes: abandon everything queued or in flight.
@@ -428,6 +474,12 @@ impl Controller {
                     .reconcile_duration
                     .observe(started.elapsed().as_secs_f64());
             }
+            // BGP objects are judged once the pools they name are known and after every
+            // allocation step, so the pool assessments are current.
+            if self.pools.synced && self.bgp.has_work() && !self.state.has_work() {
+                let actions = self.bgp.step(self.state.assessments(), Timestamp::now());
+                self.enqueue_bgp(actions);
+            }
             while self.queue.in_flight() < WRITE_CONCURRENCY {
                 let Some((slot, write)) = self.queue.next() else {
                     break;
@@ -467,6 +519,40 @@ impl Controller {
     fn clear_pool_metrics(&mut self) {
         for pool in std::mem::take(&mut self.known_pools) {
             self.health.metrics.remove_pool(&pool);
+        }
+    }
+
+    fn enqueue_bgp(&mut self, actions: Vec<BgpAction>) {
+        for action in actions {
+            match action {
+                BgpAction::Status { kind, name, patch } => {
+                    self.queue
+                        .push(Slot::Bgp(kind, name), Write::BgpStatus(patch));
+                }
+                BgpAction::Event {
+                    kind,
+                    name,
+                    reference,
+                    warning,
+                    reason: event_reason,
+                    message,
+                } => {
+                    let kind = kind.as_str();
+                    if warning {
+                        tracing::warn!(kind, name, reason = event_reason, "{message}");
+                    } else {
+                        tracing::info!(kind, name, reason = event_reason, "{message}");
+                    }
+                    self.queue.push_event(Write::Event {
+                        subject: format!("{kind} {name}"),
+                        reference,
+                        warning,
+                        reason: event_reason.to_owned(),
+                        action: "Validate",
+                        message,
+                    });
+                }
+            }
         }
     }
 
@@ -647,6 +733,30 @@ impl Writer {
                         WriteOutcome::Nothing
                     }
                 }
+            }
+            (Slot::Bgp(kind, name), Write::BgpStatus(patch)) => {
+                let (result, resource) = match kind {
+                    BgpKind::Peer => {
+                        let api: Api<BGPPeer> = Api::all(self.client.clone());
+                        let written = api.patch_status(name, &params, &Patch::Merge(&patch)).await;
+                        (written.map(drop), "bgppeers/status")
+                    }
+                    BgpKind::Advertisement => {
+                        let api: Api<BGPAdvertisement> = Api::all(self.client.clone());
+                        let written = api.patch_status(name, &params, &Patch::Merge(&patch)).await;
+                        (written.map(drop), "bgpadvertisements/status")
+                    }
+                };
+                match result {
+                    Ok(()) => {}
+                    Err(error) if is_not_found(&error) => {}
+                    Err(error) => {
+                        // The watch brings the unchanged object back, and it is judged again.
+                        tracing::warn!(kind = kind.as_str(), name, %error, "writing status failed");
+                        self.metrics().api_error(resource, "patch");
+                    }
+                }
+                WriteOutcome::Nothing
             }
             // Slots and writes are built in pairs by `enqueue`.
             _ => WriteOutcome::Nothing,

@@ -292,7 +292,7 @@ pub struct IPAddressPoolStatus {
     pub observed_generation: Option<i64>,
     /// Ready is True when every address entry is valid and no other pool claims them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(schema_with = "conditions_schema")]
+    #[schemars(schema_with = "schema::conditions")]
     pub conditions: Vec<Condition>,
     /// IPv4 addresses assigned to Services.
     #[serde(
@@ -328,28 +328,6 @@ pub struct IPAddressPoolStatus {
     /// Available addresses per family, for reading: "IPv4 250, IPv6 18446744073709551615".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub available: Option<String>,
-}
-
-fn conditions_schema(generator: &mut SchemaGenerator) -> Schema {
-    let mut items = generator.subschema_for::<Condition>();
-    // Inline, so the list-map markers sit beside a concrete item schema.
-    if let Some(reference) = items
-        .get("$ref")
-        .and_then(|r| r.as_str())
-        .map(str::to_owned)
-    {
-        let name = reference.rsplit('/').next().unwrap_or_default().to_owned();
-        if let Some(definition) = generator.definitions().get(&name) {
-            items = schema::from_json(definition.clone());
-        }
-    }
-    schema::from_json(json!({
-        "type": "array",
-        "maxItems": 8,
-        "x-kubernetes-list-type": "map",
-        "x-kubernetes-list-map-keys": ["type"],
-        "items": items,
-    }))
 }
 
 /// Per-family address counts and their readable summaries.

@@ -10,6 +10,7 @@ use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::json;
 
+use crate::duration;
 use crate::schema::{self, OBJECT_NAME_PATTERN};
 use crate::selector::{LabelSelector, any_selects};
 
@@ -244,47 +245,12 @@ impl GratuitousInterval {
     }
 }
 
-/// Units accepted in a duration, as the schema's pattern and CEL's `duration()` accept them.
-const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
-
 impl FromStr for GratuitousInterval {
     type Err = GratuitousIntervalError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let unparsable = || GratuitousIntervalError::Unparsable(text.to_owned());
-        if text.is_empty() || text.len() > 32 {
-            return Err(unparsable());
-        }
-        let mut total = 0f64;
-        let mut rest = text;
-        while !rest.is_empty() {
-            let number_len = rest
-                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-                .ok_or_else(unparsable)?;
-            let (number, tail) = rest.split_at(number_len);
-            if number.is_empty()
-                || number.starts_with('.')
-                || number.ends_with('.')
-                || number.matches('.').count() > 1
-            {
-                return Err(unparsable());
-            }
-            let value: f64 = number.parse().map_err(|_| unparsable())?;
-            let (scale, unit_len) = if tail.starts_with("ms") {
-                (0.001, 2)
-            } else if tail.starts_with('s') {
-                (1.0, 1)
-            } else if tail.starts_with('m') {
-                (60.0, 1)
-            } else if tail.starts_with('h') {
-                (3600.0, 1)
-            } else {
-                return Err(unparsable());
-            };
-            total += value * scale;
-            rest = &tail[unit_len..];
-        }
-        let duration = Duration::try_from_secs_f64(total).map_err(|_| unparsable())?;
+        let duration = duration::parse(text)
+            .ok_or_else(|| GratuitousIntervalError::Unparsable(text.to_owned()))?;
         if (GRATUITOUS_INTERVAL_MIN..=GRATUITOUS_INTERVAL_MAX).contains(&duration) {
             Ok(Self(duration))
         } else {
@@ -295,23 +261,7 @@ impl FromStr for GratuitousInterval {
 
 impl fmt::Display for GratuitousInterval {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let millis = self.0.as_millis();
-        if !millis.is_multiple_of(1000) {
-            write!(f, "{millis}ms")
-        } else {
-            let secs = millis / 1000;
-            let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
-            if h > 0 {
-                write!(f, "{h}h")?;
-            }
-            if m > 0 {
-                write!(f, "{m}m")?;
-            }
-            if s > 0 || secs == 0 {
-                write!(f, "{s}s")?;
-            }
-            Ok(())
-        }
+        f.write_str(&duration::format(self.0))
     }
 }
 
@@ -337,7 +287,7 @@ impl JsonSchema for GratuitousInterval {
             "type": "string",
             "description": "Repeat gratuitous ARP / unsolicited NA at this period (1s to 1h, e.g. \"30s\", \"5m\"). Unset: only when a node takes an IP over.",
             "maxLength": 32,
-            "pattern": DURATION_PATTERN,
+            "pattern": duration::PATTERN,
             "x-kubernetes-validations": [schema::rule_with_message_expression(
                 "duration(self) >= duration('1s') && duration(self) <= duration('1h')",
                 "'gratuitousInterval ' + self + ' is outside 1s to 1h'",

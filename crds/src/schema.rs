@@ -4,7 +4,8 @@
 //! Every list and string a CEL rule looks at is bounded (`maxItems`, `maxLength`): the API server
 //! estimates the worst-case cost of each rule from those bounds and refuses CRDs without them.
 
-use schemars::Schema;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use schemars::{Schema, SchemaGenerator};
 use serde_json::{Value, json};
 
 /// A CEL rule with a fixed message.
@@ -54,5 +55,28 @@ pub fn name_list(max_items: u32, pattern: &str, max_length: u32, description: &s
         "maxItems": max_items,
         "x-kubernetes-list-type": "set",
         "items": { "type": "string", "minLength": 1, "maxLength": max_length, "pattern": pattern },
+    }))
+}
+
+/// A list of status conditions keyed by type, with the item schema inline so the list-map
+/// markers sit beside a concrete item schema.
+pub fn conditions(generator: &mut SchemaGenerator) -> Schema {
+    let mut items = generator.subschema_for::<Condition>();
+    if let Some(reference) = items
+        .get("$ref")
+        .and_then(|r| r.as_str())
+        .map(str::to_owned)
+    {
+        let name = reference.rsplit('/').next().unwrap_or_default().to_owned();
+        if let Some(definition) = generator.definitions().get(&name) {
+            items = from_json(definition.clone());
+        }
+    }
+    from_json(json!({
+        "type": "array",
+        "maxItems": 8,
+        "x-kubernetes-list-type": "map",
+        "x-kubernetes-list-map-keys": ["type"],
+        "items": items,
     }))
 }

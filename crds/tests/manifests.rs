@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use ferrolb_crds::manifests::all_files;
 use ferrolb_crds::permissions::{CONTROLLER, SPEAKER};
-use ferrolb_crds::{IPAddressPool, L2Advertisement};
+use ferrolb_crds::{BGPAdvertisement, BGPPeer, IPAddressPool, L2Advertisement};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{Container, Namespace, PodSpec, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
@@ -130,6 +130,13 @@ fn every_manifest_is_well_formed_for_its_kind() {
                 (Some("ferrolb.io/v1beta1"), Some("L2Advertisement")) => {
                     drop(typed::<L2Advertisement>(doc, path))
                 }
+                (Some("ferrolb.io/v1beta1"), Some("BGPPeer")) => {
+                    let peer: BGPPeer = typed(doc, path);
+                    assert!(peer.spec.settings().is_ok(), "{}", path.display());
+                }
+                (Some("ferrolb.io/v1beta1"), Some("BGPAdvertisement")) => {
+                    drop(typed::<BGPAdvertisement>(doc, path))
+                }
                 // The Prometheus Operator's, in config/components/prometheus.
                 (Some("monitoring.coreos.com/v1"), Some("PodMonitor" | "PrometheusRule")) => {
                     assert!(doc["spec"].is_object(), "{}: no spec", path.display());
@@ -158,6 +165,8 @@ fn samples_pass_the_schema_rules() {
     for (file, crd) in [
         ("samples/ipaddresspool.yaml", IPAddressPool::crd()),
         ("samples/l2advertisement.yaml", L2Advertisement::crd()),
+        ("samples/bgppeer.yaml", BGPPeer::crd()),
+        ("samples/bgpadvertisement.yaml", BGPAdvertisement::crd()),
     ] {
         let schema = schema(crd);
         for doc in documents(&config_dir().join(file)) {
@@ -212,7 +221,7 @@ fn kustomization_lists_every_deployable_file_and_builds() {
     );
     let rendered = String::from_utf8(output.stdout).unwrap();
     let docs: Vec<Value> = serde_saphyr::from_multiple(&rendered).unwrap();
-    assert_eq!(docs.len(), 16);
+    assert_eq!(docs.len(), 20);
     for doc in docs
         .iter()
         .filter(|d| d["kind"] != "CustomResourceDefinition")

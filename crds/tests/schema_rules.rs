@@ -6,7 +6,8 @@
 
 use ferrolb_crds::addresses::parse_entry;
 use ferrolb_crds::{
-    GratuitousInterval, IPAddressPool, InterfaceName, L2Advertisement, ServiceL2Status,
+    BGPAdvertisement, BGPPeer, BGPPeerSpec, BGPSessionState, Community, GratuitousInterval,
+    IPAddressPool, InterfaceName, L2Advertisement, ServiceBGPStatus, ServiceL2Status,
 };
 use kube::CustomResourceExt;
 use kube_cel::Validator;
@@ -277,4 +278,140 @@ fn l2_status_ips_must_be_ips() {
         rule_failures(&schema, &status(json!(["198.51.100.300"]))),
         vec!["198.51.100.300 is not an IP address"]
     );
+}
+
+fn peer(spec: Value) -> Value {
+    json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "BGPPeer", "metadata": {"name": "tor"},
+           "spec": spec})
+}
+
+#[test]
+fn bgp_peer_rules_refuse_what_the_speaker_would_refuse() {
+    let schema = schema_of(BGPPeer::crd());
+    let base = json!({"myASN": 64512, "peerASN": 64513, "peerAddress": "198.51.100.1"});
+    let with = |extra: Value| {
+        let mut spec = base.clone();
+        for (k, v) in extra.as_object().unwrap() {
+            spec[k] = v.clone();
+        }
+        spec
+    };
+    let cases = [
+        (json!({}), vec![]),
+        (
+            json!({"holdTime": "0s", "keepaliveTime": "30s", "sourceAddress": "198.51.100.2",
+                   "routerID": "198.51.100.2", "connectTime": "5s",
+                   "bfd": {"transmitInterval": 100, "receiveInterval": 100, "detectMultiplier": 3}}),
+            vec![],
+        ),
+        (
+            json!({"myASN": 23456}),
+            vec![
+                "AS 23456 is AS_TRANS (RFC 6793), which stands in for 4-octet AS numbers and is nobody's own",
+            ],
+        ),
+        (
+            json!({"peerAddress": "fe80::1"}),
+            vec![
+                "peerAddress fe80::1 is unspecified, loopback or link-local; use a routable address",
+            ],
+        ),
+        (
+            json!({"peerAddress": "router"}),
+            vec!["\"router\" is not an IPv4 or IPv6 address"],
+        ),
+        (
+            json!({"holdTime": "2s"}),
+            vec!["holdTime 2s must be 0s (no hold timer) or between 3s and 65535s"],
+        ),
+        (
+            json!({"holdTime": "9s", "keepaliveTime": "9s"}),
+            vec!["keepaliveTime must be shorter than holdTime"],
+        ),
+        (
+            json!({"sourceAddress": "2001:db8:1::2"}),
+            vec!["sourceAddress and peerAddress must be of the same IP family"],
+        ),
+        (
+            json!({"routerID": "2001:db8:1::2"}),
+            vec!["routerID 2001:db8:1::2 must be a non-zero IPv4 address"],
+        ),
+        (
+            json!({"connectTime": "0s"}),
+            vec!["connectTime 0s must be between 1s and 65535s"],
+        ),
+    ];
+    for (extra, expected) in cases {
+        let spec = with(extra.clone());
+        let failures = rule_failures(&schema, &peer(spec.clone()));
+        assert_eq!(failures, expected, "{extra}");
+        // The speaker's own check agrees on every case.
+        let typed: Result<BGPPeerSpec, _> = serde_json::from_value(spec);
+        let accepted = typed.map(|t| t.settings().is_ok()).unwrap_or(false);
+        assert_eq!(accepted, expected.is_empty(), "{extra}");
+    }
+}
+
+fn community_failures(community: &str) -> Vec<String> {
+    let adv = json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "BGPAdvertisement",
+        "metadata": {"name": "a"}, "spec": {"communities": [community]}});
+    rule_failures(&schema_of(BGPAdvertisement::crd()), &adv)
+}
+
+/// What the schema's pattern admits (the API server checks it before CEL).
+fn community_shaped() -> impl Strategy<Value = String> {
+    prop_oneof![
+        ("[0-9]{1,5}", "[0-9]{1,5}").prop_map(|(a, b)| format!("{a}:{b}")),
+        ("[0-9]{1,10}", "[0-9]{1,10}", "[0-9]{1,10}")
+            .prop_map(|(a, b, c)| format!("large:{a}:{b}:{c}")),
+        Just("no-export".to_string()),
+        Just("no-advertise".to_string()),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn community_rule_agrees_with_the_parser(text in community_shaped()) {
+        let refused = !community_failures(&text).is_empty();
+        prop_assert_eq!(refused, text.parse::<Community>().is_err(), "{}", text);
+    }
+}
+
+#[test]
+fn community_numbers_are_bounded() {
+    assert!(community_failures("64512:100").is_empty());
+    assert!(community_failures("large:4294967295:0:1").is_empty());
+    assert_eq!(
+        community_failures("65536:1"),
+        vec![
+            "community 65536:1 has a number out of range (standard: up to 65535, large: up to 4294967295)"
+        ]
+    );
+    assert_eq!(community_failures("large:4294967296:0:1").len(), 1);
+}
+
+#[test]
+fn bgp_status_objects_hold_addresses_and_prefixes() {
+    let schema = schema_of(ServiceBGPStatus::crd());
+    let status = |prefixes: Value| {
+        json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "ServiceBGPStatus",
+        "metadata": {"name": "web-node-a", "namespace": "shop"}, "spec": {},
+        "status": {"node": "node-a", "serviceName": "web", "peers": ["tor"], "prefixes": prefixes}})
+    };
+    assert!(
+        rule_failures(
+            &schema,
+            &status(json!(["198.51.100.7/32", "2001:db8:1::/64"]))
+        )
+        .is_empty()
+    );
+    assert_eq!(
+        rule_failures(&schema, &status(json!(["198.51.100.7"]))),
+        vec!["198.51.100.7 is not an IP prefix"]
+    );
+    let session = json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "BGPSessionState",
+        "metadata": {"name": "tor-node-a", "namespace": "ferrolb-system"}, "spec": {},
+        "status": {"node": "node-a", "peer": "tor", "state": "Established", "advertisedPrefixes": 3,
+                   "bfdState": "Up"}});
+    assert!(rule_failures(&schema_of(BGPSessionState::crd()), &session).is_empty());
 }

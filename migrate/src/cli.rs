@@ -21,8 +21,8 @@ pub const EXIT_UNREADABLE: u8 = 2;
 const AFTER_HELP: &str = "\
 The FerroLB objects go to standard output as YAML, ready for `kubectl apply -f -`. Standard error
 gets one line per MetalLB field: converted, changed (same meaning, written differently, or
-renamed), or not carried over (FerroLB has no equivalent, e.g. BGP). Services need no change:
-FerroLB reads MetalLB's Service annotations.
+renamed), or not carried over (FerroLB has no equivalent, e.g. a BGP VRF). Services need no
+change: FerroLB reads MetalLB's Service annotations. Passwords are never shown.
 
 Exit codes:
   0  everything was carried over (changes included)
@@ -31,8 +31,8 @@ Exit codes:
   2  the input could not be read: a file is missing or not YAML/JSON, or with --from-cluster the
      kubeconfig is wrong or the API unreachable; nothing was written (usage errors are 2 too)";
 
-/// Converts MetalLB's configuration (IPAddressPools, L2Advertisements, the legacy ConfigMap
-/// `config`) into FerroLB's IPAddressPools and L2Advertisements.
+/// Converts MetalLB's configuration (IPAddressPools, L2Advertisements, BGP peers and
+/// advertisements, the legacy ConfigMap `config`) into FerroLB's objects.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "ferrolb-migrate", version, after_help = AFTER_HELP)]
 pub struct Args {

@@ -135,6 +135,321 @@ pub struct L2AdvertisementSpec {
     pub unknown: BTreeMap<String, Value>,
 }
 
+/// A BGPPeer (`metallb.io/v1beta1` and `v1beta2`, whose fields are a superset), or a peer of
+/// the legacy ConfigMap, in one shape. v1beta1's node selectors are written like label
+/// selectors, so they are read as such.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BgpPeerSpec {
+    #[serde(default, rename = "myASN")]
+    pub my_asn: Option<u64>,
+    #[serde(default, rename = "peerASN")]
+    pub peer_asn: Option<u64>,
+    /// Newer MetalLB: "internal" or "external" instead of peerASN.
+    #[serde(default, rename = "dynamicASN")]
+    pub dynamic_asn: Option<String>,
+    #[serde(default)]
+    pub peer_address: Option<String>,
+    #[serde(default)]
+    pub source_address: Option<String>,
+    /// Newer MetalLB: BGP unnumbered over this interface instead of peerAddress.
+    #[serde(default)]
+    pub interface: Option<String>,
+    #[serde(default)]
+    pub peer_port: Option<u64>,
+    #[serde(default)]
+    pub hold_time: Option<String>,
+    #[serde(default)]
+    pub keepalive_time: Option<String>,
+    #[serde(default)]
+    pub connect_time: Option<String>,
+    #[serde(default, rename = "routerID")]
+    pub router_id: Option<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub node_selectors: Vec<Value>,
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub password_secret: Option<SecretReference>,
+    #[serde(default)]
+    pub bfd_profile: Option<String>,
+    #[serde(default)]
+    pub ebgp_multi_hop: Option<bool>,
+    #[serde(default)]
+    pub enable_graceful_restart: Option<bool>,
+    #[serde(default)]
+    pub vrf: Option<String>,
+    #[serde(default, rename = "disableMP")]
+    pub disable_mp: Option<bool>,
+    #[serde(default)]
+    pub dual_stack_address_family: Option<bool>,
+    #[serde(flatten)]
+    pub unknown: BTreeMap<String, Value>,
+}
+
+/// A Secret named by a BGPPeer: MetalLB's `SecretReference`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct SecretReference {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(flatten)]
+    pub unknown: BTreeMap<String, Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct LegacyPeerFields {
+    #[serde(default)]
+    my_asn: Option<u64>,
+    #[serde(default)]
+    peer_asn: Option<u64>,
+    #[serde(default)]
+    peer_address: Option<String>,
+    #[serde(default)]
+    source_address: Option<String>,
+    #[serde(default)]
+    peer_port: Option<u64>,
+    #[serde(default)]
+    hold_time: Option<String>,
+    #[serde(default)]
+    keepalive_time: Option<String>,
+    #[serde(default)]
+    router_id: Option<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    node_selectors: Vec<Value>,
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default)]
+    bfd_profile: Option<String>,
+    #[serde(default, rename = "ebgp-multihop", deserialize_with = "yaml11_bool")]
+    ebgp_multi_hop: Option<bool>,
+    #[serde(flatten)]
+    unknown: BTreeMap<String, Value>,
+}
+
+impl BgpPeerSpec {
+    /// One entry of the legacy ConfigMap's `peers`. Its node selectors are rewritten in the
+    /// resources' spelling (`match-labels` → `matchLabels`), which is what they mean.
+    pub fn from_legacy(value: &Value) -> Result<Self, String> {
+        let f: LegacyPeerFields = parse(value)?;
+        Ok(Self {
+            my_asn: f.my_asn,
+            peer_asn: f.peer_asn,
+            peer_address: f.peer_address,
+            source_address: f.source_address,
+            peer_port: f.peer_port,
+            hold_time: f.hold_time,
+            keepalive_time: f.keepalive_time,
+            router_id: f.router_id,
+            node_selectors: f.node_selectors.iter().map(legacy_selector).collect(),
+            password: f.password,
+            bfd_profile: f.bfd_profile,
+            ebgp_multi_hop: f.ebgp_multi_hop,
+            unknown: f.unknown,
+            ..Self::default()
+        })
+    }
+}
+
+fn legacy_selector(selector: &Value) -> Value {
+    match selector.as_object() {
+        Some(fields) => Value::Object(
+            fields
+                .iter()
+                .map(|(key, value)| {
+                    let key = match key.as_str() {
+                        "match-labels" => "matchLabels".to_owned(),
+                        "match-expressions" => "matchExpressions".to_owned(),
+                        other => other.to_owned(),
+                    };
+                    (key, value.clone())
+                })
+                .collect(),
+        ),
+        None => selector.clone(),
+    }
+}
+
+/// A BFDProfile `spec`, or an entry of the legacy ConfigMap's `bfd-profiles` (which also holds
+/// the name). Intervals are milliseconds.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BfdProfileSpec {
+    #[serde(default)]
+    pub receive_interval: Option<u64>,
+    #[serde(default)]
+    pub transmit_interval: Option<u64>,
+    #[serde(default)]
+    pub detect_multiplier: Option<u64>,
+    #[serde(default)]
+    pub echo_interval: Option<u64>,
+    #[serde(default)]
+    pub echo_mode: Option<bool>,
+    #[serde(default)]
+    pub passive_mode: Option<bool>,
+    #[serde(default)]
+    pub minimum_ttl: Option<u64>,
+    #[serde(flatten)]
+    pub unknown: BTreeMap<String, Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct LegacyBfdProfileFields {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    receive_interval: Option<u64>,
+    #[serde(default)]
+    transmit_interval: Option<u64>,
+    #[serde(default)]
+    detect_multiplier: Option<u64>,
+    #[serde(default)]
+    echo_interval: Option<u64>,
+    #[serde(default, deserialize_with = "yaml11_bool")]
+    echo_mode: Option<bool>,
+    #[serde(default, deserialize_with = "yaml11_bool")]
+    passive_mode: Option<bool>,
+    #[serde(default)]
+    minimum_ttl: Option<u64>,
+    #[serde(flatten)]
+    unknown: BTreeMap<String, Value>,
+}
+
+impl BfdProfileSpec {
+    /// One entry of the legacy ConfigMap's `bfd-profiles`, and its name.
+    pub fn from_legacy(value: &Value) -> Result<(Option<String>, Self), String> {
+        let f: LegacyBfdProfileFields = parse(value)?;
+        Ok((
+            f.name,
+            Self {
+                receive_interval: f.receive_interval,
+                transmit_interval: f.transmit_interval,
+                detect_multiplier: f.detect_multiplier,
+                echo_interval: f.echo_interval,
+                echo_mode: f.echo_mode,
+                passive_mode: f.passive_mode,
+                minimum_ttl: f.minimum_ttl,
+                unknown: f.unknown,
+            },
+        ))
+    }
+}
+
+/// `metallb.io/v1beta1` Community `spec`: aliases for communities.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CommunitySpec {
+    #[serde(default, deserialize_with = "nullable")]
+    pub communities: Vec<CommunityAlias>,
+    #[serde(flatten)]
+    pub unknown: BTreeMap<String, Value>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct CommunityAlias {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub value: Option<String>,
+    #[serde(flatten)]
+    pub unknown: BTreeMap<String, Value>,
+}
+
+/// `metallb.io/v1beta1` BGPAdvertisement `spec`, or an entry of a protocol pool's
+/// `bgp-advertisements` (which has only the aggregation lengths, localPref and communities).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BgpAdvertisementSpec {
+    #[serde(default)]
+    pub aggregation_length: Option<i64>,
+    #[serde(default, rename = "aggregationLengthV6")]
+    pub aggregation_length_v6: Option<i64>,
+    #[serde(default)]
+    pub local_pref: Option<u64>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub communities: Vec<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub ip_address_pools: Vec<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub ip_address_pool_selectors: Vec<Value>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub node_selectors: Vec<Value>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub peers: Vec<String>,
+    #[serde(flatten)]
+    pub unknown: BTreeMap<String, Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct LegacyBgpAdvertisementFields {
+    #[serde(default)]
+    aggregation_length: Option<i64>,
+    #[serde(default)]
+    aggregation_length_v6: Option<i64>,
+    #[serde(default)]
+    localpref: Option<u64>,
+    #[serde(default, deserialize_with = "nullable")]
+    communities: Vec<String>,
+    #[serde(flatten)]
+    unknown: BTreeMap<String, Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AddressPoolBgpAdvertisementFields {
+    #[serde(default)]
+    aggregation_length: Option<i64>,
+    #[serde(default, rename = "aggregationLengthV6")]
+    aggregation_length_v6: Option<i64>,
+    #[serde(default)]
+    local_pref: Option<u64>,
+    #[serde(default, deserialize_with = "nullable")]
+    communities: Vec<String>,
+    #[serde(flatten)]
+    unknown: BTreeMap<String, Value>,
+}
+
+impl BgpAdvertisementSpec {
+    /// One entry of a protocol pool's `bgp-advertisements`, spelled as `spelling` says.
+    pub fn from_pool_entry(value: &Value, spelling: Spelling) -> Result<Self, String> {
+        let (aggregation_length, aggregation_length_v6, local_pref, communities, unknown) =
+            match spelling {
+                Spelling::Kebab => {
+                    let f: LegacyBgpAdvertisementFields = parse(value)?;
+                    (
+                        f.aggregation_length,
+                        f.aggregation_length_v6,
+                        f.localpref,
+                        f.communities,
+                        f.unknown,
+                    )
+                }
+                Spelling::Camel => {
+                    let f: AddressPoolBgpAdvertisementFields = parse(value)?;
+                    (
+                        f.aggregation_length,
+                        f.aggregation_length_v6,
+                        f.local_pref,
+                        f.communities,
+                        f.unknown,
+                    )
+                }
+            };
+        Ok(Self {
+            aggregation_length,
+            aggregation_length_v6,
+            local_pref,
+            communities,
+            unknown,
+            ..Self::default()
+        })
+    }
+}
+
 /// A pool that names its own protocol: an address pool of the legacy ConfigMap, or the
 /// `AddressPool` resource (the same fields, spelled in camelCase).
 #[derive(Debug, Clone, Default, PartialEq)]

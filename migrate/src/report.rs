@@ -90,6 +90,8 @@ impl fmt::Display for Entry {
 pub struct Written {
     pub pools: usize,
     pub advertisements: usize,
+    pub peers: usize,
+    pub bgp_advertisements: usize,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -115,37 +117,6 @@ impl Report {
 
     pub fn extend(&mut self, other: Report) {
         self.entries.extend(other.entries);
-    }
-
-    /// One line per field of `value` (a mapping), each not carried over for `reason`; a value
-    /// that is no mapping, or an empty one, is one line for `field` itself.
-    pub fn not_carried_fields(
-        &mut self,
-        object: &ObjectRef,
-        field: &str,
-        value: &Value,
-        reason: &str,
-    ) {
-        match value.as_object().filter(|fields| !fields.is_empty()) {
-            Some(fields) => {
-                for (key, value) in fields {
-                    let path = join(field, key);
-                    let shown = quote_field(key, value);
-                    self.push(
-                        object,
-                        path,
-                        Outcome::NotCarriedOver,
-                        format!("{shown}: {reason}"),
-                    );
-                }
-            }
-            None => self.push(
-                object,
-                field,
-                Outcome::NotCarriedOver,
-                format!("{}: {reason}", quote(value)),
-            ),
-        }
     }
 
     pub fn count(&self, outcome: Outcome) -> usize {
@@ -189,7 +160,8 @@ pub fn quote(value: &Value) -> String {
     }
 }
 
-fn quote_field(key: &str, value: &Value) -> String {
+/// A field's value as it appears in a line: [`quote`], or nothing at all for a password.
+pub fn quote_field(key: &str, value: &Value) -> String {
     if is_secret(key) {
         "(value not shown)".to_owned()
     } else {
@@ -228,12 +200,18 @@ fn plural(count: usize, one: &str, many: &str) -> String {
 
 fn summary(report: &Report, written: Written) -> String {
     let mut out = format!(
-        "Summary: wrote {} and {}; {}, {} changed, {} not carried over.\n",
+        "Summary: wrote {}, {}, {} and {}; {}, {} changed, {} not carried over.\n",
         plural(written.pools, "IPAddressPool", "IPAddressPools"),
         plural(
             written.advertisements,
             "L2Advertisement",
             "L2Advertisements"
+        ),
+        plural(written.peers, "BGPPeer", "BGPPeers"),
+        plural(
+            written.bgp_advertisements,
+            "BGPAdvertisement",
+            "BGPAdvertisements"
         ),
         plural(
             report.count(Outcome::Converted),
@@ -293,34 +271,23 @@ mod tests {
     }
 
     #[test]
-    fn fields_not_carried_over_hide_passwords() {
-        let object = ObjectRef::new("BGPPeer", Some("metallb-system"), "router");
-        let mut report = Report::default();
+    fn passwords_are_never_quoted() {
         let spec = serde_json::json!({
             "myASN": 64500,
             "password": "hunter2",
             "nodeSelectors": [{"matchLabels": {"password": "x"}}]
         });
-        report.not_carried_fields(&object, "spec", &spec, "no BGP");
-        let text = report.render(Written::default());
+        let quoted = quote(&spec);
         assert!(
-            !text.contains("hunter2") && !text.contains("\"x\""),
-            "{text}"
+            !quoted.contains("hunter2") && !quoted.contains("\"x\""),
+            "{quoted}"
         );
-        assert!(
-            text.contains("spec.myASN 64500: no BGP (not carried over)"),
-            "{text}"
-        );
-        assert!(
-            text.contains("spec.password (value not shown): no BGP"),
-            "{text}"
-        );
-        let mut empty = Report::default();
-        empty.not_carried_fields(&object, "spec", &serde_json::json!({}), "no BGP");
+        assert!(quoted.contains("\"myASN\":64500"), "{quoted}");
         assert_eq!(
-            empty.entries[0].to_string(),
-            "BGPPeer metallb-system/router: spec {}: no BGP (not carried over)"
+            quote_field("Password", &serde_json::json!("hunter2")),
+            "(value not shown)"
         );
+        assert_eq!(quote_field("peerASN", &serde_json::json!(1)), "1");
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
-use ferrolb_crds::{IPAddressPool, L2Advertisement};
+use ferrolb_crds::{BGPAdvertisement, BGPPeer, IPAddressPool, L2Advertisement};
 use kube::CustomResourceExt;
 use regex::Regex;
 use serde_json::Value;
@@ -35,6 +35,16 @@ impl CrdSchema {
     pub fn l2_advertisement() -> &'static Self {
         static SCHEMA: OnceLock<CrdSchema> = OnceLock::new();
         SCHEMA.get_or_init(Self::of::<L2Advertisement>)
+    }
+
+    pub fn bgp_peer() -> &'static Self {
+        static SCHEMA: OnceLock<CrdSchema> = OnceLock::new();
+        SCHEMA.get_or_init(Self::of::<BGPPeer>)
+    }
+
+    pub fn bgp_advertisement() -> &'static Self {
+        static SCHEMA: OnceLock<CrdSchema> = OnceLock::new();
+        SCHEMA.get_or_init(Self::of::<BGPAdvertisement>)
     }
 
     /// The schema at `path`: property names separated by dots, `[]` for a list's items
@@ -244,6 +254,14 @@ mod tests {
         let advertisements = CrdSchema::l2_advertisement();
         assert!(advertisements.max_items("spec.nodeSelectors").is_some());
         assert!(advertisements.at("spec.interfaces[]").is_some());
+        assert_eq!(
+            CrdSchema::bgp_peer().max_items("spec.nodeSelectors"),
+            Some(16)
+        );
+        assert_eq!(
+            CrdSchema::bgp_advertisement().max_items("spec.communities"),
+            Some(ferrolb_crds::bgp_advertisement::MAX_COMMUNITIES as usize)
+        );
     }
 
     #[test]

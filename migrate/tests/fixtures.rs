@@ -136,6 +136,14 @@ fn output_of_every_fixture_reads_back_as_ferrolb_objects() {
                     let _: ferrolb_crds::L2Advertisement =
                         serde_json::from_value(document).unwrap();
                 }
+                Some("BGPPeer") => {
+                    let peer: ferrolb_crds::BGPPeer = serde_json::from_value(document).unwrap();
+                    assert!(peer.spec.settings().is_ok(), "{case:?}: {peer:?}");
+                }
+                Some("BGPAdvertisement") => {
+                    let _: ferrolb_crds::BGPAdvertisement =
+                        serde_json::from_value(document).unwrap();
+                }
                 other => panic!("{case:?}: unexpected kind {other:?}"),
             }
         }

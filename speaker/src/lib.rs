@@ -9,6 +9,10 @@
 //! - [`announcer`]: what the owner sends (gratuitous bursts and repeats) and answers.
 //! - [`speaker_state`]: the above tied together for one node, fence checked on every frame.
 //! - [`cluster`], [`interfaces`]: Kubernetes objects and rtnetlink links as election inputs.
+//! - [`bfd`]: BFD for BGP peers (RFC 5880, 5881): the Control packet and the session state
+//!   machine (timers, Poll/Final, jitter as an input); its UDP glue and per-session task beside.
+//! - [`bgp`]: BGP sessions to routers (RFC 4271): the message codec adapter, the session state
+//!   machine, connect-retry backoff, UPDATE packing and the per-peer adj-RIB-out.
 //!
 //! I/O glue: [`packet_socket`] (AF_PACKET with a BPF filter, read through Tokio),
 //! [`dataplane`] (the sockets of the announcing interfaces), [`kernel_arp`] and [`bpf`] (the
@@ -20,6 +24,8 @@
 //! the key Secret), [`statuses`] (ServiceL2Status objects).
 
 pub mod announcer;
+pub mod bfd;
+pub mod bgp;
 pub mod bpf;
 pub mod cli;
 pub mod cluster;

@@ -216,7 +216,15 @@ impl TestCluster {
             ],
             None,
         )?;
-        for crd in ["ipaddresspools", "l2advertisements", "servicel2statuses"] {
+        for crd in [
+            "ipaddresspools",
+            "l2advertisements",
+            "servicel2statuses",
+            "bgppeers",
+            "bgpadvertisements",
+            "bgpsessionstates",
+            "servicebgpstatuses",
+        ] {
             self.kubectl_any_namespace_ok(
                 &[
                     "wait",
@@ -313,7 +321,8 @@ pub const TEST_OBJECT_PREFIX: &str = "ft-";
 /// How old a test's leftovers must be before another run deletes them: no test runs this long.
 const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
 
-/// Deletes the IPAddressPools and L2Advertisements whose names `owned` accepts. A cluster
+/// Deletes the IPAddressPools, L2Advertisements, BGPPeers and BGPAdvertisements whose names
+/// `owned` accepts. A cluster
 /// without FerroLB's CRDs has none; that is not an error.
 async fn delete_cluster_scoped_objects(
     client: &Client,
@@ -347,6 +356,8 @@ async fn delete_cluster_scoped_objects(
     }
     let pools = delete_owned::<ferrolb_crds::IPAddressPool>(client, &owned).await;
     let advertisements = delete_owned::<ferrolb_crds::L2Advertisement>(client, &owned).await;
+    let peers = delete_owned::<ferrolb_crds::BGPPeer>(client, &owned).await;
+    let bgp_advertisements = delete_owned::<ferrolb_crds::BGPAdvertisement>(client, &owned).await;
     // Test CRDs are `<plural>.<namespace>.ferrolb.test`.
     let crds = delete_owned::<CustomResourceDefinition>(client, &|name: &str| {
         name.strip_suffix(".ferrolb.test")
@@ -354,7 +365,11 @@ async fn delete_cluster_scoped_objects(
             .is_some_and(|(_, group_namespace)| owned(group_namespace))
     })
     .await;
-    pools.and(advertisements).and(crds)
+    pools
+        .and(advertisements)
+        .and(peers)
+        .and(bgp_advertisements)
+        .and(crds)
 }
 
 /// Removes what killed runs left on a real cluster: test namespaces and cluster-scoped test

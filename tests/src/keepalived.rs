@@ -184,7 +184,7 @@ static WORKDIR_COUNTER: AtomicU32 = AtomicU32::new(0);
 impl Workdir {
     pub fn new() -> anyhow::Result<Self> {
         let path = std::env::temp_dir().join(format!(
-            "ferrolb-keepalived-{}-{}",
+            "ferrolb-lab-{}-{}",
             std::process::id(),
             WORKDIR_COUNTER.fetch_add(1, Ordering::Relaxed)
         ));

@@ -6,8 +6,10 @@
 //! cluster named by `FERROLB_TEST_KUBECONFIG`.
 
 pub mod apiserver;
+pub mod bird;
 pub mod components;
 pub mod demo;
+pub mod frr;
 pub mod harness;
 pub mod keepalived;
 pub mod netlab;

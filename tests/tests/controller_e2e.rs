@@ -977,3 +977,119 @@ async fn burst_under_api_faults_keeps_ips_unique_and_uses_only_granted_verbs() -
     })
     .await
 }
+
+/// Waits until the cluster-scoped object's status matches `expected`.
+async fn wait_status<K>(api: &Api<K>, name: &str, expected: &Value) -> anyhow::Result<Value>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let result = eventually(WAIT, || async {
+        let status = serde_json::to_value(api.get_status(name).await?)?["status"].clone();
+        Ok(contains(&status, expected).then_some(status))
+    })
+    .await;
+    match result {
+        Ok(status) => Ok(status),
+        Err(_) => {
+            let status = serde_json::to_value(api.get_status(name).await?)?["status"].clone();
+            bail!("{name} status never matched {expected}; it is {status}")
+        }
+    }
+}
+
+/// An event on a cluster-scoped object (their events live in "default").
+async fn wait_cluster_event(
+    cluster: &TestCluster,
+    name: &str,
+    event_reason: &str,
+    text: &str,
+) -> anyhow::Result<Event> {
+    let events: Api<Event> = Api::namespaced(cluster.client.clone(), "default");
+    eventually(WAIT, || async {
+        let list = events
+            .list(&ListParams::default().fields(&format!("regarding.name={name}")))
+            .await?;
+        Ok(list.items.into_iter().find(|e| {
+            e.reason.as_deref() == Some(event_reason)
+                && e.note.as_deref().is_some_and(|n| n.contains(text))
+        }))
+    })
+    .await
+    .with_context(|| format!("no {event_reason} event containing {text:?} on {name}"))
+}
+
+/// What the schema cannot refuse about BGP objects, because it spans objects: an advertisement
+/// naming a pool or peer that does not exist, an aggregate wider than its pool, a second peer
+/// for the same router and nodes. Each gets Ready=False with the reason and a Warning event;
+/// a fix gets Ready=True and a Normal event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bgp_objects_get_conditions_and_events_for_what_cel_cannot_refuse() -> anyhow::Result<()> {
+    use ferrolb_crds::{BGPAdvertisement, BGPPeer};
+    TestCluster::run("ctl-bgpcheck", |cluster| async move {
+        let mut lab = Lab::start(cluster).await?;
+        let peers: Api<BGPPeer> = Api::all(lab.cluster.client.clone());
+        let advertisements: Api<BGPAdvertisement> = Api::all(lab.cluster.client.clone());
+        let pool_name = lab.pool_name("bgp");
+        let peer_name = lab.pool_name("tor");
+        let twin_name = lab.pool_name("tor-twin");
+        let adv_name = lab.pool_name("adv");
+        let outcome = async {
+            let adv: BGPAdvertisement = serde_json::from_value(json!({
+                "apiVersion": "ferrolb.io/v1beta1", "kind": "BGPAdvertisement",
+                "metadata": {"name": adv_name},
+                "spec": {"ipAddressPools": [pool_name], "peers": [peer_name], "aggregationLength": 25},
+            }))?;
+            advertisements.create(&PostParams::default(), &adv).await?;
+            let message = format!("pool {pool_name} does not exist; BGPPeer {peer_name} does not exist");
+            wait_status(&advertisements, &adv_name, &json!({"conditions": [{"type": "Ready",
+                "status": "False", "reason": "UnknownPool", "message": message}]})).await?;
+            let event = wait_cluster_event(&lab.cluster, &adv_name, "UnknownPool", &message).await?;
+            anyhow::ensure!(event.type_.as_deref() == Some("Warning"), "{event:?}");
+
+            // The pool and the peer appear: valid, with a Normal event.
+            lab.pool("bgp", &["198.51.100.128/25"], json!({})).await?;
+            let peer = |name: &str| -> anyhow::Result<BGPPeer> {
+                Ok(serde_json::from_value(json!({
+                    "apiVersion": "ferrolb.io/v1beta1", "kind": "BGPPeer",
+                    "metadata": {"name": name},
+                    "spec": {"myASN": 64512, "peerASN": 64513, "peerAddress": "198.51.100.254",
+                             "peerPort": 1179},
+                }))?)
+            };
+            peers.create(&PostParams::default(), &peer(&peer_name)?).await?;
+            wait_status(&advertisements, &adv_name, &json!({"conditions": [{"type": "Ready",
+                "status": "True", "reason": "Valid"}]})).await?;
+            wait_cluster_event(&lab.cluster, &adv_name, "Valid", "is valid again").await?;
+            wait_status(&peers, &peer_name, &json!({"conditions": [{"type": "Ready",
+                "status": "True", "reason": "Valid"}]})).await?;
+
+            // An aggregate wider than the pool.
+            advertisements
+                .patch(&adv_name, &PatchParams::default(), &Patch::Merge(json!({"spec": {"aggregationLength": 24}})))
+                .await?;
+            let wide = format!("aggregationLength 24 does not fit pool {pool_name}");
+            wait_status(&advertisements, &adv_name, &json!({"conditions": [{"type": "Ready",
+                "status": "False", "reason": "AggregationLengthTooShort", "message": format!("~{wide}")}]})).await?;
+            wait_cluster_event(&lab.cluster, &adv_name, "AggregationLengthTooShort", &wide).await?;
+
+            // A second peer for the same router and nodes.
+            tokio::time::sleep(Duration::from_secs(1)).await; // creation timestamps are seconds
+            peers.create(&PostParams::default(), &peer(&twin_name)?).await?;
+            let duplicate = format!("BGPPeer {peer_name} (older) already peers with 198.51.100.254 port 1179");
+            wait_status(&peers, &twin_name, &json!({"conditions": [{"type": "Ready",
+                "status": "False", "reason": "DuplicatePeer", "message": format!("~{duplicate}")}]})).await?;
+            wait_cluster_event(&lab.cluster, &twin_name, "DuplicatePeer", &duplicate).await?;
+            anyhow::Ok(())
+        }
+        .await;
+        // The harness deletes them too (they are named after the test's namespace); deleting
+        // here keeps them from being judged by the next test's controller.
+        for name in [&peer_name, &twin_name] {
+            let _ = peers.delete(name, &DeleteParams::default()).await;
+        }
+        let _ = advertisements.delete(&adv_name, &DeleteParams::default()).await;
+        outcome?;
+        lab.finish().await
+    })
+    .await
+}

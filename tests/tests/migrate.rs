@@ -2,6 +2,8 @@
 //! FERROLB_TEST_KUBECONFIG): what it writes for every fixture of `migrate/tests/fixtures` is
 //! accepted by FerroLB's CRD schemas and CEL rules and stored as written, and `--from-cluster`
 //! reads MetalLB's objects (from MetalLB-like CRDs, on the double only) and the legacy ConfigMap.
+//! BGPPeers and BGPAdvertisements are compared after the API server's defaulting, and deleted
+//! after each case (the harness cleans up pools and L2Advertisements only).
 //! (An unreachable API and a missing kubeconfig are fixtures of `migrate/tests/fixtures`.)
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
@@ -90,11 +92,14 @@ fn rename(prefix: &str, document: &mut Value) -> anyhow::Result<()> {
             prefixed(prefix, &mut metadata["name"]);
         }
     }
-    if let Some(pools) = document
-        .pointer_mut("/spec/ipAddressPools")
-        .and_then(Value::as_array_mut)
-    {
-        pools.iter_mut().for_each(|pool| prefixed(prefix, pool));
+    // References to other objects follow their names: pools, peers, BFD profiles.
+    for list in ["/spec/ipAddressPools", "/spec/peers"] {
+        if let Some(names) = document.pointer_mut(list).and_then(Value::as_array_mut) {
+            names.iter_mut().for_each(|name| prefixed(prefix, name));
+        }
+    }
+    if let Some(profile) = document.pointer_mut("/spec/bfdProfile") {
+        prefixed(prefix, profile);
     }
     if let Some(config) = document.pointer_mut("/data/config") {
         let mut legacy: Value = serde_saphyr::from_str(config.as_str().unwrap_or_default())?;
@@ -110,6 +115,8 @@ fn plural(kind: &str) -> anyhow::Result<&'static str> {
     Ok(match kind {
         "IPAddressPool" => "ipaddresspools.ferrolb.io",
         "L2Advertisement" => "l2advertisements.ferrolb.io",
+        "BGPPeer" => "bgppeers.ferrolb.io",
+        "BGPAdvertisement" => "bgpadvertisements.ferrolb.io",
         other => bail!("ferrolb-migrate wrote a {other}"),
     })
 }
@@ -125,13 +132,48 @@ fn apply_and_check(cluster: &TestCluster, written: &str) -> anyhow::Result<Vec<V
         let stored: Value = serde_json::from_str(
             &cluster.kubectl_any_namespace_ok(&["get", plural(kind)?, name, "-o", "json"], None)?,
         )?;
-        assert_eq!(stored["spec"], object["spec"], "{kind} {name}");
+        assert_eq!(
+            defaulted(kind, &stored["spec"])?,
+            defaulted(kind, &object["spec"])?,
+            "{kind} {name}"
+        );
         assert_eq!(
             stored["metadata"]["labels"], object["metadata"]["labels"],
             "{kind} {name}"
         );
     }
     Ok(objects)
+}
+
+/// A spec with FerroLB's defaults filled in, as the API server fills them in from the schema:
+/// the BGP types leave defaults out when writing (peerPort 179, holdTime 90s, aggregationLength
+/// 32), the stored object has them.
+fn defaulted(kind: &str, spec: &Value) -> anyhow::Result<Value> {
+    Ok(match kind {
+        "BGPPeer" => serde_json::to_value(serde_json::from_value::<ferrolb_crds::BGPPeerSpec>(
+            spec.clone(),
+        )?)?,
+        "BGPAdvertisement" => serde_json::to_value(serde_json::from_value::<
+            ferrolb_crds::BGPAdvertisementSpec,
+        >(spec.clone())?)?,
+        _ => spec.clone(),
+    })
+}
+
+/// Deletes the BGP objects a case wrote: the harness's cleanup knows pools and L2Advertisements
+/// only, and a legacy peer is named after its address, not the test.
+fn delete_bgp_objects(cluster: &TestCluster, objects: &[Value]) -> anyhow::Result<()> {
+    for object in objects {
+        let kind = object["kind"].as_str().unwrap_or_default();
+        if matches!(kind, "BGPPeer" | "BGPAdvertisement") {
+            let name = object["metadata"]["name"].as_str().context("no name")?;
+            cluster.kubectl_any_namespace_ok(
+                &["delete", plural(kind)?, name, "--ignore-not-found"],
+                None,
+            )?;
+        }
+    }
+    Ok(())
 }
 
 fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
@@ -149,6 +191,17 @@ async fn what_ferrolb_migrate_writes_the_api_server_accepts() -> anyhow::Result<
     }
     TestCluster::run("migrate-apply", |cluster| async move {
         cluster.install_ferrolb_crds()?;
+        for crd in ["bgppeers", "bgpadvertisements"] {
+            cluster.kubectl_any_namespace_ok(
+                &[
+                    "wait",
+                    "--for=condition=Established",
+                    "--timeout=30s",
+                    &format!("crd/{crd}.ferrolb.io"),
+                ],
+                None,
+            )?;
+        }
         let ns = cluster.namespace.clone();
         let mut cases: Vec<PathBuf> = std::fs::read_dir(fixtures())?
             .map(|entry| entry.map(|e| e.path()))
@@ -215,9 +268,25 @@ async fn what_ferrolb_migrate_writes_the_api_server_accepts() -> anyhow::Result<
                         json!([format!("{ns}-office")])
                     );
                     find(&objects, "IPAddressPool", &format!("{ns}-edge"));
+                    let bgp = find(&objects, "BGPAdvertisement", &format!("{ns}-edge"));
+                    assert_eq!(bgp["spec"]["ipAddressPools"], json!([format!("{ns}-edge")]));
+                    assert_eq!(bgp["spec"]["communities"], json!(["no-advertise"]));
+                    let peer = find(&objects, "BGPPeer", "203.0.113.1");
+                    assert_eq!(peer["spec"]["peerASN"], json!(64501));
+                }
+                "bgp" => {
+                    let peer = find(&objects, "BGPPeer", &format!("{ns}-tor"));
+                    assert_eq!(peer["spec"]["bfd"]["detectMultiplier"], json!(3));
+                    assert_eq!(peer["spec"]["passwordSecret"], json!({"name": "tor-md5"}));
+                    let advertisement = find(&objects, "BGPAdvertisement", &format!("{ns}-edge"));
+                    assert_eq!(
+                        advertisement["spec"]["peers"],
+                        json!([format!("{ns}-router"), format!("{ns}-tor")])
+                    );
                 }
                 _ => {}
             }
+            delete_bgp_objects(&cluster, &objects)?;
         }
         assert!(applied >= 20, "only {applied} objects were applied");
         Ok(())

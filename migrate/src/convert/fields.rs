@@ -301,11 +301,24 @@ pub(super) fn convert_selectors(
     raw: &[Value],
     lines: &mut Report,
 ) -> Vec<LabelSelector> {
-    let max = schema.max_items(field).unwrap_or(usize::MAX);
-    let items_path = format!("{field}[]");
+    convert_selectors_at(object, schema, field, field, raw, lines)
+}
+
+/// [`convert_selectors`] for a list whose place in the MetalLB object (`shown_field`, e.g. in the
+/// legacy ConfigMap) is not its place in FerroLB's schema (`schema_field`).
+pub(super) fn convert_selectors_at(
+    object: &ObjectRef,
+    schema: &CrdSchema,
+    schema_field: &str,
+    shown_field: &str,
+    raw: &[Value],
+    lines: &mut Report,
+) -> Vec<LabelSelector> {
+    let max = schema.max_items(schema_field).unwrap_or(usize::MAX);
+    let items_path = format!("{schema_field}[]");
     let mut selectors: Vec<LabelSelector> = Vec::new();
     for (index, value) in raw.iter().enumerate() {
-        let path = format!("{field}[{index}]");
+        let path = format!("{shown_field}[{index}]");
         match convert_selector(schema, &items_path, value) {
             Err(why) => lines.push(
                 object,

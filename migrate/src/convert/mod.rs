@@ -3,16 +3,22 @@
 //! It runs in three steps, because names are only known once every object has been seen:
 //! each MetalLB object becomes a draft (and report lines for its own fields); the drafts get
 //! their cluster-wide FerroLB names; then references between objects are resolved and the
-//! objects judged together (overlapping pools, selectors that now reach other namespaces).
+//! objects judged together (overlapping pools, selectors that now reach other namespaces,
+//! aggregation lengths that do not fit a pool). BGP community aliases and BFD profiles are
+//! resolved in the last step too, as they may come after the objects that use them.
 
 mod address;
+mod bgp;
 mod fields;
 mod names;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use ferrolb_crds::addresses::AddressSet;
-use ferrolb_crds::{IPAddressPool, IPAddressPoolSpec, L2Advertisement, L2AdvertisementSpec};
+use ferrolb_crds::{
+    BGPAdvertisement, BGPPeer, IPAddressPool, IPAddressPoolSpec, L2Advertisement,
+    L2AdvertisementSpec, LabelSelector,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::Value;
 
@@ -20,7 +26,7 @@ pub use address::{AddressOutcome, convert_address};
 pub use fields::convert_selector;
 pub use names::{cluster_names, object_name};
 
-use crate::bgp;
+use crate::bgp::BgpKind;
 use crate::input::Document;
 use crate::metallb::{self, Kind, Metadata, ProtocolPool, parse};
 use crate::report::{Entry, ObjectRef, Outcome, Report, Written, join, quote};
@@ -36,7 +42,10 @@ use names::{fit, is_object_name};
 #[derive(Debug, Clone, Default)]
 pub struct Conversion {
     pub pools: Vec<IPAddressPool>,
+    /// L2Advertisements.
     pub advertisements: Vec<L2Advertisement>,
+    pub peers: Vec<BGPPeer>,
+    pub bgp_advertisements: Vec<BGPAdvertisement>,
     pub report: Report,
 }
 
@@ -45,17 +54,25 @@ impl Conversion {
         Written {
             pools: self.pools.len(),
             advertisements: self.advertisements.len(),
+            peers: self.peers.len(),
+            bgp_advertisements: self.bgp_advertisements.len(),
         }
     }
 
-    /// The objects as multi-document YAML, pools first so that `kubectl apply` creates what the
-    /// advertisements name before them.
+    /// The objects as multi-document YAML, pools and peers before the advertisements, so that
+    /// `kubectl apply` creates what the advertisements name before them.
     pub fn to_yaml(&self) -> Result<String, serde_saphyr::SerializeError> {
         let mut documents = Vec::new();
         for pool in &self.pools {
             documents.push(serde_saphyr::to_string(pool)?);
         }
         for advertisement in &self.advertisements {
+            documents.push(serde_saphyr::to_string(advertisement)?);
+        }
+        for peer in &self.peers {
+            documents.push(serde_saphyr::to_string(peer)?);
+        }
+        for advertisement in &self.bgp_advertisements {
             documents.push(serde_saphyr::to_string(advertisement)?);
         }
         Ok(documents
@@ -90,15 +107,16 @@ struct Common {
     labels: BTreeMap<String, String>,
     annotations: BTreeMap<String, String>,
     name: String,
-    /// Made for a legacy layer2 pool, rather than written by the user.
+    /// Made for a legacy pool or peer, rather than written by the user as a named object.
     generated: bool,
     lines: Report,
     /// Lines about the object among the others, known only at the end.
     late_lines: Report,
     name_line: Option<Entry>,
     /// Lines about references to other objects, resolved at the end but shown in field order:
-    /// after the first `refs_at` of `lines`.
-    ref_lines: Report,
+    /// each after the first so many of `lines`.
+    ref_lines: Vec<(usize, Entry)>,
+    /// Where an L2Advertisement's pool references go among its lines.
     refs_at: usize,
     dropped: bool,
 }
@@ -109,8 +127,6 @@ struct PoolDraft {
     spec: IPAddressPoolSpec,
     /// The field each of `spec.addresses` came from.
     entry_fields: Vec<String>,
-    /// Whether MetalLB announced it with BGP only, which is already said.
-    bgp_only: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -134,6 +150,11 @@ enum Part {
     Lines(Report),
     Pool(usize),
     Advertisement(usize),
+    Peer(usize),
+    BgpAdvertisement(usize),
+    /// A Community object or the legacy ConfigMap's `bgp-communities`.
+    Aliases(usize),
+    BfdProfile(usize),
 }
 
 #[derive(Default)]
@@ -141,8 +162,14 @@ struct Converter {
     parts: Vec<Part>,
     pools: Vec<PoolDraft>,
     advertisements: Vec<AdvertisementDraft>,
+    peers: Vec<bgp::PeerDraft>,
+    bgp_advertisements: Vec<bgp::BgpAdvertisementDraft>,
+    aliases: Vec<bgp::AliasSet>,
+    bfd_profiles: Vec<bgp::BfdProfileDraft>,
     /// Pools MetalLB defined that are not carried over, by namespace and name.
     lost_pools: HashSet<(Option<String>, String)>,
+    /// The same for BGPPeers.
+    lost_peers: HashSet<(Option<String>, String)>,
 }
 
 impl Converter {
@@ -274,9 +301,13 @@ impl Converter {
                     }
                 }
             }
-            Kind::Bgp(bgp_kind) => {
-                bgp::convert(bgp_kind, &object, &spec, &mut lines);
-                self.parts.push(Part::Lines(lines));
+            Kind::Bgp(BgpKind::Peer) => self.bgp_peer(&object, lines, &metadata, &name, &spec),
+            Kind::Bgp(BgpKind::Advertisement) => {
+                self.bgp_advertisement(&object, lines, &metadata, &name, &spec);
+            }
+            Kind::Bgp(BgpKind::Community) => self.community(&object, lines, &metadata, &spec),
+            Kind::Bgp(BgpKind::BfdProfile) => {
+                self.bfd_profile(&object, lines, &metadata, &name, &spec);
             }
             Kind::Status => {
                 lines.push(
@@ -363,7 +394,6 @@ impl Converter {
                 service_allocation: allocation,
             },
             entry_fields,
-            bgp_only: false,
         };
         self.parts.push(Part::Pool(self.pools.len()));
         self.pools.push(draft);
@@ -553,17 +583,8 @@ impl Converter {
                 }
             }
         }
+        self.legacy_bgp(object, namespace, &base, &config);
         let mut lines = Report::default();
-        let communities: serde_json::Map<String, Value> =
-            config.bgp_communities.into_iter().collect();
-        bgp::convert_legacy_sections(
-            object,
-            &base,
-            &config.peers,
-            &communities,
-            &config.bfd_profiles,
-            &mut lines,
-        );
         for (field, value) in &config.unknown {
             lines.push(
                 object,
@@ -619,15 +640,19 @@ impl Converter {
         );
         let protocol_field = join(field, "protocol");
         let layer2 = pool.protocol.as_deref() == Some("layer2");
+        let is_bgp = pool.protocol.as_deref() == Some("bgp");
+        let advertisements_field = join(field, &spelling.field("bgp-advertisements"));
         match pool.protocol.as_deref() {
             Some("layer2") => {}
+            // With no advertisements listed, the protocol line is the name line of the one
+            // MetalLB made by default.
+            Some("bgp") if pool.bgp_advertisements.is_empty() => {}
             Some("bgp") => lines.push(
                 object,
                 protocol_field.clone(),
-                Outcome::NotCarriedOver,
+                Outcome::Converted,
                 format!(
-                    "\"bgp\": {}; the pool is written without an advertisement, so FerroLB assigns its addresses but announces them nowhere",
-                    bgp::NO_BGP_MODE
+                    "\"bgp\": each of {advertisements_field} becomes a BGPAdvertisement of the pool"
                 ),
             ),
             Some(other) => lines.push(
@@ -645,12 +670,19 @@ impl Converter {
                 "is missing, which MetalLB refuses too; the pool is written without an advertisement",
             ),
         }
-        bgp::convert_pool_advertisements(
-            object,
-            &join(field, &spelling.field("bgp-advertisements")),
-            &pool.bgp_advertisements,
-            &mut lines,
-        );
+        if !is_bgp {
+            for (index, advertisement) in pool.bgp_advertisements.iter().enumerate() {
+                lines.push(
+                    object,
+                    format!("{advertisements_field}[{index}]"),
+                    Outcome::NotCarriedOver,
+                    format!(
+                        "{}: the pool is not announced with BGP, so MetalLB ignored it too",
+                        quote(advertisement)
+                    ),
+                );
+            }
+        }
         for (key, value) in &pool.unknown {
             lines.push(
                 object,
@@ -688,9 +720,19 @@ impl Converter {
                 service_allocation: None,
             },
             entry_fields,
-            bgp_only: pool.protocol.as_deref() == Some("bgp"),
         });
         self.parts.push(Part::Pool(pool_index));
+        if is_bgp {
+            self.pool_bgp_advertisements(
+                object,
+                namespace.clone(),
+                pool_index,
+                &protocol_field,
+                &advertisements_field,
+                spelling,
+                &pool.bgp_advertisements,
+            );
+        }
         if layer2 {
             let mut common = Common::new(
                 object,
@@ -719,13 +761,22 @@ impl Converter {
 
     fn finish(mut self) -> Conversion {
         self.drop_duplicates();
+        self.drop_duplicate_bgp_objects();
         self.name_pools();
         self.name_advertisements();
+        self.name_peers();
+        self.name_bgp_advertisements();
         self.resolve_pool_refs();
+        self.resolve_bgp_refs();
+        self.resolve_bfd_profiles();
+        self.resolve_communities();
         let pools = self.build_pools();
         let advertisements = self.build_advertisements();
+        let peers = self.build_peers();
+        let bgp_advertisements = self.build_bgp_advertisements();
         self.judge_overlaps(&pools);
-        self.judge_reach(&pools, &advertisements);
+        self.judge_reach(&pools, &advertisements, &bgp_advertisements);
+        self.judge_aggregation(&pools, &bgp_advertisements);
         let mut report = Report::default();
         for part in std::mem::take(&mut self.parts) {
             let common = match part {
@@ -733,20 +784,42 @@ impl Converter {
                     report.extend(lines);
                     continue;
                 }
+                Part::Aliases(i) => {
+                    report.extend(self.aliases[i].render());
+                    continue;
+                }
+                Part::BfdProfile(i) => {
+                    report.extend(self.bfd_profiles[i].render());
+                    continue;
+                }
                 Part::Pool(i) => &mut self.pools[i].common,
                 Part::Advertisement(i) => &mut self.advertisements[i].common,
+                Part::Peer(i) => &mut self.peers[i].common,
+                Part::BgpAdvertisement(i) => &mut self.bgp_advertisements[i].common,
             };
             report.entries.extend(common.name_line.take());
-            let mut lines = std::mem::take(&mut common.lines).entries;
-            let rest = lines.split_off(common.refs_at.min(lines.len()));
-            report.entries.extend(lines);
-            report.extend(std::mem::take(&mut common.ref_lines));
-            report.entries.extend(rest);
+            let mut ref_lines = std::mem::take(&mut common.ref_lines);
+            // Stable: references to the same place keep their order.
+            ref_lines.sort_by_key(|(at, _)| *at);
+            let mut ref_lines = ref_lines.into_iter().peekable();
+            for (index, line) in std::mem::take(&mut common.lines)
+                .entries
+                .into_iter()
+                .enumerate()
+            {
+                while let Some((_, entry)) = ref_lines.next_if(|(at, _)| *at <= index) {
+                    report.entries.push(entry);
+                }
+                report.entries.push(line);
+            }
+            report.entries.extend(ref_lines.map(|(_, entry)| entry));
             report.extend(std::mem::take(&mut common.late_lines));
         }
         Conversion {
             pools: pools.into_iter().map(|(_, pool)| pool).collect(),
             advertisements: advertisements.into_iter().map(|(_, a)| a).collect(),
+            peers: peers.into_iter().map(|(_, peer)| peer).collect(),
+            bgp_advertisements: bgp_advertisements.into_iter().map(|(_, a)| a).collect(),
             report,
         }
     }
@@ -890,19 +963,18 @@ impl Converter {
         }
     }
 
-    fn resolve_pool_refs(&mut self) {
-        let mut by_metallb_name: HashMap<(Option<String>, String), String> = HashMap::new();
-        let mut by_name: HashMap<String, Option<String>> = HashMap::new();
+    /// The pools references can name.
+    fn pool_targets(&self) -> Targets {
+        let mut targets = Targets::new("IPAddressPool", "pool", self.lost_pools.clone());
         for pool in self.pools.iter().filter(|p| !p.common.dropped) {
-            let c = &pool.common;
-            by_metallb_name.insert(
-                (c.namespace.clone(), c.metallb_name.clone()),
-                c.name.clone(),
-            );
-            by_name.insert(c.name.clone(), c.namespace.clone());
+            targets.add(&pool.common);
         }
+        targets
+    }
+
+    fn resolve_pool_refs(&mut self) {
+        let targets = self.pool_targets();
         let schema = CrdSchema::l2_advertisement();
-        let max = schema.max_items("spec.ipAddressPools");
         for index in 0..self.advertisements.len() {
             if self.advertisements[index].common.dropped {
                 continue;
@@ -914,96 +986,22 @@ impl Converter {
             }
             let advertisement = &mut self.advertisements[index];
             let c = &mut advertisement.common;
-            let mut names: Vec<String> = Vec::new();
-            for reference in &advertisement.pool_refs {
-                let key = (c.namespace.clone(), reference.name.clone());
-                let (name, outcome, detail) = match by_metallb_name.get(&key) {
-                    Some(name) if *name == reference.name => {
-                        (name.clone(), Outcome::Converted, String::new())
-                    }
-                    Some(name) => (
-                        name.clone(),
-                        Outcome::Changed,
-                        format!("now names IPAddressPool {name:?}, as the pool was renamed"),
-                    ),
-                    None if !schema
-                        .check(
-                            "spec.ipAddressPools[]",
-                            &Value::from(reference.name.clone()),
-                        )
-                        .is_empty() =>
-                    {
-                        c.ref_lines.push(
-                            &c.source,
-                            reference.field.clone(),
-                            Outcome::NotCarriedOver,
-                            format!("{:?} is not a pool name FerroLB accepts", reference.name),
-                        );
-                        continue;
-                    }
-                    None if self.lost_pools.contains(&key) => (
-                        reference.name.clone(),
-                        Outcome::Converted,
-                        "names a pool that is not carried over (see its lines); kept as written"
-                            .to_owned(),
-                    ),
-                    None => match by_name.get(&reference.name) {
-                        Some(other_namespace) => (
-                            reference.name.clone(),
-                            Outcome::Changed,
-                            format!(
-                                "names no pool of its own namespace, but FerroLB's names are cluster-wide: it now selects the pool of that name from {}",
-                                other_namespace
-                                    .as_deref()
-                                    .map(|n| format!("namespace {n}"))
-                                    .unwrap_or_else(|| "no namespace".to_owned())
-                            ),
-                        ),
-                        None => (
-                            reference.name.clone(),
-                            Outcome::Converted,
-                            "names no pool in the input; kept as written".to_owned(),
-                        ),
-                    },
-                };
-                let shown = format!("{:?}", reference.name);
-                let detail = if detail.is_empty() {
-                    shown
-                } else {
-                    format!("{shown} {detail}")
-                };
-                if names.contains(&name) {
-                    c.ref_lines.push(
-                        &c.source,
-                        reference.field.clone(),
-                        Outcome::Changed,
-                        format!("{detail}; listed twice, written once"),
-                    );
-                    continue;
-                }
-                if max.is_some_and(|max| names.len() >= max) {
-                    c.ref_lines.push(
-                        &c.source,
-                        reference.field.clone(),
-                        Outcome::NotCarriedOver,
-                        format!(
-                            "{detail}; FerroLB's L2Advertisements name at most {} pools",
-                            max.unwrap_or_default()
-                        ),
-                    );
-                    continue;
-                }
-                c.ref_lines
-                    .push(&c.source, reference.field.clone(), outcome, detail);
-                names.push(name);
-            }
+            let at = c.refs_at;
+            let names = targets.resolve(
+                c,
+                &advertisement.pool_refs,
+                at,
+                schema,
+                "spec.ipAddressPools",
+                "L2Advertisements",
+            );
             if !advertisement.pool_refs.is_empty()
                 && names.is_empty()
                 && advertisement.spec.ip_address_pool_selectors.is_empty()
             {
                 c.dropped = true;
-                c.ref_lines.push(
-                    &c.source,
+                c.push_ref(
+                    at,
                     "",
                     Outcome::NotCarriedOver,
                     "every pool it names is lost, and without them it would announce every pool; the whole advertisement is left out",
@@ -1110,72 +1108,117 @@ impl Converter {
         &mut self,
         pools: &[(usize, IPAddressPool)],
         advertisements: &[(usize, L2Advertisement)],
+        bgp_advertisements: &[(usize, BGPAdvertisement)],
     ) {
-        let pool_labels = |pool: &IPAddressPool| pool.metadata.labels.clone().unwrap_or_default();
         for (draft_index, advertisement) in advertisements {
             let draft = &self.advertisements[*draft_index];
             if draft.for_pool.is_some() {
                 continue;
             }
             let spec = &advertisement.spec;
-            let reached: Vec<String> = pools
-                .iter()
-                .filter(|(pool_index, _)| {
-                    self.pools[*pool_index].common.namespace != draft.common.namespace
-                })
-                .filter(|(_, pool)| {
-                    let labels = pool_labels(pool);
-                    (spec.ip_address_pools.is_empty() && spec.ip_address_pool_selectors.is_empty())
-                        || spec
-                            .ip_address_pool_selectors
-                            .iter()
-                            .any(|s| s.matches(&labels))
-                })
-                .map(|(pool_index, pool)| {
-                    let namespace = self.pools[*pool_index].common.namespace.as_deref();
-                    format!(
-                        "{:?} (from {})",
-                        pool.metadata.name.as_deref().unwrap_or_default(),
-                        namespace
-                            .map(|n| format!("namespace {n}"))
-                            .unwrap_or_else(|| "no namespace".to_owned())
-                    )
-                })
-                .collect();
-            if reached.is_empty() {
-                continue;
-            }
-            let (field, how) = if draft.chose_pools {
-                ("spec.ipAddressPoolSelectors", "selects")
-            } else {
-                ("spec", "names no pools, so announces every pool, including")
-            };
-            let detail = format!(
-                "{how} IPAddressPools converted from other namespaces: {}; FerroLB's objects are cluster-scoped, MetalLB's saw their own namespace only",
-                reached.join(", ")
+            let line = self.reach_line(
+                pools,
+                &draft.common.namespace,
+                draft.chose_pools,
+                &spec.ip_address_pools,
+                &spec.ip_address_pool_selectors,
             );
             let draft = &mut self.advertisements[*draft_index];
-            draft
-                .common
-                .late_lines
-                .push(&draft.common.source, field, Outcome::Changed, detail);
+            if let Some((field, detail)) = line {
+                let source = draft.common.source.clone();
+                draft
+                    .common
+                    .late_lines
+                    .push(&source, field, Outcome::Changed, detail);
+            }
+        }
+        for (draft_index, advertisement) in bgp_advertisements {
+            let draft = &self.bgp_advertisements[*draft_index];
+            if draft.for_pool.is_some() {
+                continue;
+            }
+            let spec = &advertisement.spec;
+            let line = self.reach_line(
+                pools,
+                &draft.common.namespace,
+                draft.chose_pools,
+                &spec.ip_address_pools,
+                &spec.ip_address_pool_selectors,
+            );
+            let draft = &mut self.bgp_advertisements[*draft_index];
+            if let Some((field, detail)) = line {
+                let source = draft.common.source.clone();
+                draft
+                    .common
+                    .late_lines
+                    .push(&source, field, Outcome::Changed, detail);
+            }
         }
         for (pool_index, pool) in pools {
-            let labels = pool_labels(pool);
+            let labels = pool.metadata.labels.clone().unwrap_or_default();
             let name = pool.metadata.name.as_deref().unwrap_or_default();
             let announced = advertisements
                 .iter()
-                .any(|(_, a)| a.spec.selects_pool(name, &labels));
+                .any(|(_, a)| a.spec.selects_pool(name, &labels))
+                || bgp_advertisements
+                    .iter()
+                    .any(|(_, a)| a.spec.selects_pool(name, &labels));
             let draft = &mut self.pools[*pool_index];
-            if !announced && !draft.bgp_only {
+            if !announced {
                 draft.common.late_lines.push(
                     &draft.common.source,
                     "",
                     Outcome::Note,
-                    format!("no L2Advertisement in the input selects IPAddressPool {name:?}: FerroLB assigns its addresses but announces them nowhere"),
+                    format!("no L2Advertisement or BGPAdvertisement in the input selects IPAddressPool {name:?}: FerroLB assigns its addresses but announces them nowhere"),
                 );
             }
         }
+    }
+
+    /// The line for an advertisement of `namespace` that now also reaches pools converted from
+    /// other namespaces, if it does.
+    fn reach_line(
+        &self,
+        pools: &[(usize, IPAddressPool)],
+        namespace: &Option<String>,
+        chose_pools: bool,
+        named: &[String],
+        selectors: &[LabelSelector],
+    ) -> Option<(&'static str, String)> {
+        let reached: Vec<String> = pools
+            .iter()
+            .filter(|(pool_index, _)| self.pools[*pool_index].common.namespace != *namespace)
+            .filter(|(_, pool)| {
+                let labels = pool.metadata.labels.clone().unwrap_or_default();
+                (named.is_empty() && selectors.is_empty())
+                    || selectors.iter().any(|s| s.matches(&labels))
+            })
+            .map(|(pool_index, pool)| {
+                let namespace = self.pools[*pool_index].common.namespace.as_deref();
+                format!(
+                    "{:?} (from {})",
+                    pool.metadata.name.as_deref().unwrap_or_default(),
+                    namespace
+                        .map(|n| format!("namespace {n}"))
+                        .unwrap_or_else(|| "no namespace".to_owned())
+                )
+            })
+            .collect();
+        if reached.is_empty() {
+            return None;
+        }
+        let (field, how) = if chose_pools {
+            ("spec.ipAddressPoolSelectors", "selects")
+        } else {
+            ("spec", "names no pools, so announces every pool, including")
+        };
+        Some((
+            field,
+            format!(
+                "{how} IPAddressPools converted from other namespaces: {}; FerroLB's objects are cluster-scoped, MetalLB's saw their own namespace only",
+                reached.join(", ")
+            ),
+        ))
     }
 }
 
@@ -1202,10 +1245,27 @@ impl Common {
             lines,
             late_lines: Report::default(),
             name_line: None,
-            ref_lines: Report::default(),
+            ref_lines: Vec::new(),
             refs_at: 0,
             dropped: false,
         }
+    }
+
+    /// A line about a reference, shown after the first `at` of `lines`.
+    fn push_ref(
+        &mut self,
+        at: usize,
+        field: impl Into<String>,
+        outcome: Outcome,
+        detail: impl Into<String>,
+    ) {
+        let entry = Entry {
+            object: self.source.clone(),
+            field: field.into(),
+            detail: detail.into(),
+            outcome,
+        };
+        self.ref_lines.push((at, entry));
     }
 
     fn object_meta(&self) -> ObjectMeta {
@@ -1230,6 +1290,135 @@ impl Common {
                 problems.join("; ")
             )
         })
+    }
+}
+
+/// The objects of one kind that references (an advertisement's pools or peers) can name.
+struct Targets {
+    kind: &'static str,
+    noun: &'static str,
+    by_metallb_name: HashMap<(Option<String>, String), String>,
+    by_name: HashMap<String, Option<String>>,
+    /// Objects MetalLB had that are not carried over, by namespace and name.
+    lost: HashSet<(Option<String>, String)>,
+}
+
+impl Targets {
+    fn new(
+        kind: &'static str,
+        noun: &'static str,
+        lost: HashSet<(Option<String>, String)>,
+    ) -> Self {
+        Self {
+            kind,
+            noun,
+            by_metallb_name: HashMap::new(),
+            by_name: HashMap::new(),
+            lost,
+        }
+    }
+
+    fn add(&mut self, c: &Common) {
+        if !c.generated {
+            self.by_metallb_name.insert(
+                (c.namespace.clone(), c.metallb_name.clone()),
+                c.name.clone(),
+            );
+        }
+        self.by_name.insert(c.name.clone(), c.namespace.clone());
+    }
+
+    /// The FerroLB names `refs` (made in `c`'s namespace) stand for, with a line for each at
+    /// `at`; `list` is the list's place in FerroLB's schema, `holders` the kind holding it.
+    fn resolve(
+        &self,
+        c: &mut Common,
+        refs: &[PoolRef],
+        at: usize,
+        schema: &CrdSchema,
+        list: &str,
+        holders: &str,
+    ) -> Vec<String> {
+        let (kind, noun) = (self.kind, self.noun);
+        let max = schema.max_items(list);
+        let mut names: Vec<String> = Vec::new();
+        for reference in refs {
+            let key = (c.namespace.clone(), reference.name.clone());
+            let (name, outcome, detail) = match self.by_metallb_name.get(&key) {
+                Some(name) if *name == reference.name => {
+                    (name.clone(), Outcome::Converted, String::new())
+                }
+                Some(name) => (
+                    name.clone(),
+                    Outcome::Changed,
+                    format!("now names {kind} {name:?}, as the {noun} was renamed"),
+                ),
+                None if !schema
+                    .check(&format!("{list}[]"), &Value::from(reference.name.clone()))
+                    .is_empty() =>
+                {
+                    c.push_ref(
+                        at,
+                        reference.field.clone(),
+                        Outcome::NotCarriedOver,
+                        format!("{:?} is not a {noun} name FerroLB accepts", reference.name),
+                    );
+                    continue;
+                }
+                None if self.lost.contains(&key) => (
+                    reference.name.clone(),
+                    Outcome::Converted,
+                    format!(
+                        "names a {noun} that is not carried over (see its lines); kept as written"
+                    ),
+                ),
+                None => match self.by_name.get(&reference.name) {
+                    Some(other_namespace) => (
+                        reference.name.clone(),
+                        Outcome::Changed,
+                        format!(
+                            "names no {noun} of its own namespace, but FerroLB's names are cluster-wide: it now selects the {noun} of that name from {}",
+                            other_namespace
+                                .as_deref()
+                                .map(|n| format!("namespace {n}"))
+                                .unwrap_or_else(|| "no namespace".to_owned())
+                        ),
+                    ),
+                    None => (
+                        reference.name.clone(),
+                        Outcome::Converted,
+                        format!("names no {noun} in the input; kept as written"),
+                    ),
+                },
+            };
+            let shown = format!("{:?}", reference.name);
+            let detail = if detail.is_empty() {
+                shown
+            } else {
+                format!("{shown} {detail}")
+            };
+            if names.contains(&name) {
+                c.push_ref(
+                    at,
+                    reference.field.clone(),
+                    Outcome::Changed,
+                    format!("{detail}; listed twice, written once"),
+                );
+                continue;
+            }
+            if let Some(max) = max.filter(|max| names.len() >= *max) {
+                c.push_ref(
+                    at,
+                    reference.field.clone(),
+                    Outcome::NotCarriedOver,
+                    format!("{detail}; FerroLB's {holders} name at most {max} {noun}s"),
+                );
+                continue;
+            }
+            c.push_ref(at, reference.field.clone(), outcome, detail);
+            names.push(name);
+        }
+        names
     }
 }
 
@@ -1422,7 +1611,7 @@ mod tests {
     }
 
     #[test]
-    fn legacy_layer2_pools_get_an_advertisement_and_bgp_pools_do_not() {
+    fn legacy_pools_get_an_advertisement_of_their_protocol() {
         let config = "address-pools:\n- name: lan\n  protocol: layer2\n  addresses: [198.51.100.0/25]\n- name: Edge_Pool\n  protocol: bgp\n  addresses: [198.51.100.128/25]\n  bgp-advertisements:\n  - aggregation-length: 32\npeers:\n- peer-address: 203.0.113.1\n  peer-asn: 64501\n  my-asn: 64500\n";
         let conversion = convert(&[doc(json!({
             "apiVersion": "v1", "kind": "ConfigMap",
@@ -1437,15 +1626,18 @@ mod tests {
         assert_eq!(names, ["lan", "edge-pool"]);
         assert_eq!(conversion.advertisements.len(), 1);
         assert_eq!(conversion.advertisements[0].spec.ip_address_pools, ["lan"]);
+        assert_eq!(conversion.bgp_advertisements.len(), 1);
+        assert_eq!(
+            conversion.bgp_advertisements[0].spec.ip_address_pools,
+            ["edge-pool"]
+        );
+        assert_eq!(conversion.peers.len(), 1);
+        assert_eq!(conversion.peers[0].spec.peer_address, "203.0.113.1");
         assert!(has_line(
             &conversion,
-            "data.config.peers[0].peer-address \"203.0.113.1\": FerroLB has no BGP mode yet (not carried over)"
+            "data.config.peers[0] becomes BGPPeer \"203.0.113.1\", named after its address (converted)"
         ));
-        assert!(has_line(
-            &conversion,
-            "data.config.address-pools[1].protocol \"bgp\""
-        ));
-        assert!(!conversion.report.complete());
+        assert!(conversion.report.complete(), "{:#?}", lines(&conversion));
     }
 
     #[test]

@@ -1,0 +1,199 @@
+//! What this node advertises to which BGP peer: every selected node with a speaker advertises
+//! every IP of the pools its BGPAdvertisements cover (the router spreads traffic over them by
+//! ECMP), except where layer 2's own facts rule the node out. Pure: the same inputs give the
+//! same routes, so the glue only diffs them against what each session has sent.
+//!
+//! The node facts (exclusion label, NetworkUnavailable), pools and Services (with the nodes
+//! holding endpoints, for externalTrafficPolicy Local) are the ones the layer-2 election reads.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use ferrolb_crds::{BGPAdvertisementSpec, BGPPeerSpec, Community};
+use ipnet::IpNet;
+
+use crate::election::{NodeFacts, PoolFacts, ServiceFacts, ServiceId};
+
+/// A BGPPeer as the decision needs it. `order` sorts peers oldest first (creation time, then
+/// name), so that of two peers for one router the older wins everywhere alike.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerFacts {
+    pub name: String,
+    pub order: (i64, String),
+    pub spec: BGPPeerSpec,
+}
+
+/// An advertisement by name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdvertisementFacts {
+    pub name: String,
+    pub spec: BGPAdvertisementSpec,
+}
+
+/// The attributes one prefix is advertised with, before the session adds its own (next hop,
+/// AS path, and whether LOCAL_PREF may be sent at all).
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AdvertisedAttributes {
+    pub communities: BTreeSet<Community>,
+    /// The highest asked for when several advertisements cover the prefix.
+    pub local_pref: Option<u32>,
+}
+
+/// What this node sends to one peer.
+pub type PeerRoutes = BTreeMap<IpNet, AdvertisedAttributes>;
+
+/// Everything the decision reads.
+#[derive(Clone, Copy, Debug)]
+pub struct BgpView<'a> {
+    pub node: &'a NodeFacts,
+    pub peers: &'a [PeerFacts],
+    pub advertisements: &'a [AdvertisementFacts],
+    pub pools: &'a [PoolFacts],
+    pub services: &'a [ServiceFacts],
+}
+
+/// Where one Service is advertised from this node.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServiceAdvertisement {
+    pub peers: BTreeSet<String>,
+    pub prefixes: BTreeSet<IpNet>,
+}
+
+/// The decision for this node.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Decision {
+    /// Routes per peer name, for every peer this node has a session with (possibly none).
+    pub routes: BTreeMap<String, PeerRoutes>,
+    /// Per Service, which peers get which of its prefixes.
+    pub services: BTreeMap<ServiceId, ServiceAdvertisement>,
+    /// Peers that select this node but are not used, with why (shown in BGPSessionState).
+    pub skipped_peers: BTreeMap<String, String>,
+}
+
+/// The peers this node holds sessions with: those that select it and whose spec is valid;
+/// of several for one router (address and port), the oldest.
+pub fn session_peers<'a>(
+    node: &NodeFacts,
+    peers: &'a [PeerFacts],
+) -> (Vec<&'a PeerFacts>, BTreeMap<String, String>) {
+    let mut ordered: Vec<&PeerFacts> = peers
+        .iter()
+        .filter(|peer| peer.spec.selects_node(&node.labels))
+        .collect();
+    ordered.sort_by(|a, b| a.order.cmp(&b.order));
+    let mut chosen: Vec<&PeerFacts> = Vec::new();
+    let mut routers: BTreeMap<(IpAddr, u16), &str> = BTreeMap::new();
+    let mut skipped = BTreeMap::new();
+    for peer in ordered {
+        let settings = match peer.spec.settings() {
+            Ok(settings) => settings,
+            Err(errors) => {
+                let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                skipped.insert(peer.name.clone(), text.join("; "));
+                continue;
+            }
+        };
+        let router = (settings.peer_address, settings.peer_port);
+        if let Some(older) = routers.get(&router) {
+            skipped.insert(
+                peer.name.clone(),
+                format!("BGPPeer {older} (older) already peers with this router from this node"),
+            );
+            continue;
+        }
+        routers.insert(router, &peer.name);
+        chosen.push(peer);
+    }
+    (chosen, skipped)
+}
+
+fn family_matches(prefix: &IpNet, peer: &PeerFacts) -> bool {
+    // Each family travels on a session of its own family, so the next hop (this node's
+    // address on the session) is always of the prefix's family.
+    peer.spec
+        .peer_address
+        .parse::<IpAddr>()
+        .is_ok_and(|address| address.is_ipv4() == matches!(prefix, IpNet::V4(_)))
+}
+
+/// The prefix that advertises `ip` under `advertisement`: the IP itself, or the block of the
+/// aggregation length holding it.
+fn prefix_for(ip: IpAddr, advertisement: &BGPAdvertisementSpec) -> Option<IpNet> {
+    let length = match ip {
+        IpAddr::V4(_) => advertisement.aggregation_length,
+        IpAddr::V6(_) => advertisement.aggregation_length_v6,
+    };
+    IpNet::new(ip, length).ok().map(|net| net.trunc())
+}
+
+/// What this node advertises, to whom.
+pub fn decide(view: BgpView<'_>) -> Decision {
+    let (peers, skipped_peers) = session_peers(view.node, view.peers);
+    let mut decision = Decision {
+        routes: peers
+            .iter()
+            .map(|peer| (peer.name.clone(), PeerRoutes::new()))
+            .collect(),
+        services: BTreeMap::new(),
+        skipped_peers,
+    };
+    if !view.node.may_announce() || peers.is_empty() {
+        return decision;
+    }
+    // Per pool, the advertisements that cover it from this node and fit it.
+    let usable: Vec<(&PoolFacts, Vec<&AdvertisementFacts>)> = view
+        .pools
+        .iter()
+        .map(|pool| {
+            let covering = view
+                .advertisements
+                .iter()
+                .filter(|a| {
+                    a.spec.selects_pool(&pool.name, &pool.labels)
+                        && a.spec.selects_node(&view.node.labels)
+                        && a.spec
+                            .aggregation_problem(&pool.name, &pool.addresses)
+                            .is_none()
+                })
+                .collect();
+            (pool, covering)
+        })
+        .collect();
+    for service in view.services {
+        if service.local_traffic_policy && !service.endpoint_nodes.contains(&view.node.name) {
+            continue;
+        }
+        for &ip in &service.ips {
+            for (_, covering) in usable
+                .iter()
+                .filter(|(pool, _)| pool.addresses.contains(ip))
+            {
+                for advertisement in covering {
+                    let Some(prefix) = prefix_for(ip, &advertisement.spec) else {
+                        continue;
+                    };
+                    for peer in peers.iter().filter(|peer| {
+                        advertisement.spec.selects_peer(&peer.name) && family_matches(&prefix, peer)
+                    }) {
+                        let Some(routes) = decision.routes.get_mut(&peer.name) else {
+                            continue;
+                        };
+                        let attributes = routes.entry(prefix).or_default();
+                        attributes
+                            .communities
+                            .extend(advertisement.spec.communities.iter().copied());
+                        attributes.local_pref =
+                            attributes.local_pref.max(advertisement.spec.local_pref);
+                        let entry = decision.services.entry(service.id.clone()).or_default();
+                        entry.peers.insert(peer.name.clone());
+                        entry.prefixes.insert(prefix);
+                    }
+                }
+            }
+        }
+    }
+    decision
+}
+
+#[cfg(test)]
+mod tests;
