@@ -873,7 +873,8 @@ async fn pool_entries_in_error_are_flagged_and_never_assigned() -> anyhow::Resul
 fn group_of(resource: &str) -> Option<&'static str> {
     match resource.split('/').next()? {
         "services" | "namespaces" => Some(""),
-        "ipaddresspools" | "l2advertisements" | "servicel2statuses" => Some("ferrolb.io"),
+        "ipaddresspools" | "l2advertisements" | "servicel2statuses" | "bgppeers"
+        | "bgpadvertisements" => Some("ferrolb.io"),
         // kube-rs's Recorder writes events.k8s.io/v1 Events; the count cannot tell them from v1.
         "events" => Some("events.k8s.io"),
         "leases" => Some("coordination.k8s.io"),
