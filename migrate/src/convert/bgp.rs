@@ -2040,7 +2040,7 @@ mod tests {
             "spec": {
                 "myASN": 64500, "peerASN": 4_200_000_000u32, "peerAddress": "2001:db8:1::1",
                 "peerPort": 1179, "sourceAddress": "2001:db8:1::10", "holdTime": "1m30s",
-                "keepaliveTime": "30s", "connectTime": "10s", "routerID": "192.0.2.7",
+                "keepaliveTime": "30s", "connectTime": "10s", "routerID": "198.51.100.7",
                 "ebgpMultiHop": true, "enableGracefulRestart": true,
                 "nodeSelectors": [{"matchLabels": {"rack": "r1"}}],
                 "passwordSecret": {"name": "tor-a-md5", "namespace": "metallb-system"},
@@ -2067,7 +2067,7 @@ mod tests {
             spec.connect_time.map(|c| c.to_string()).as_deref(),
             Some("10s")
         );
-        assert_eq!(spec.router_id.as_deref(), Some("192.0.2.7"));
+        assert_eq!(spec.router_id.as_deref(), Some("198.51.100.7"));
         assert!(spec.ebgp_multi_hop && spec.enable_graceful_restart);
         assert_eq!(spec.node_selectors.len(), 1);
         assert_eq!(
@@ -2482,7 +2482,7 @@ peers:
   peer-port: 1179
   hold-time: 120s
   keepalive-time: 40s
-  router-id: 192.0.2.1
+  router-id: 198.51.100.201
   source-address: 203.0.113.10
   ebgp-multihop: yes
   bfd-profile: slow
@@ -2533,7 +2533,7 @@ address-pools:
             spec.keepalive_time.map(|k| k.to_string()).as_deref(),
             Some("40s")
         );
-        assert_eq!(spec.router_id.as_deref(), Some("192.0.2.1"));
+        assert_eq!(spec.router_id.as_deref(), Some("198.51.100.201"));
         assert_eq!(spec.source_address.as_deref(), Some("203.0.113.10"));
         assert!(spec.ebgp_multi_hop);
         assert_eq!(

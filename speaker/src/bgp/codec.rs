@@ -998,8 +998,8 @@ mod tests {
     #[test]
     fn nlri_lengths_are_one_octet_plus_the_address_octets_the_prefix_covers() {
         for (prefix, len) in [
-            ("192.0.2.1/32", 5),
-            ("192.0.2.0/24", 4),
+            ("198.51.100.1/32", 5),
+            ("198.51.100.0/24", 4),
             ("0.0.0.0/0", 1),
             ("2001:db8::1/128", 17),
             ("2001:db8::/33", 6),
