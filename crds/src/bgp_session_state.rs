@@ -12,6 +12,18 @@ use crate::schema::{self, OBJECT_NAME_PATTERN};
 pub const NODE_LABEL: &str = "ferrolb.io/node";
 pub const PEER_LABEL: &str = "ferrolb.io/bgp-peer";
 
+/// A label value standing for `name`: the name itself when it fits a label (63 characters),
+/// else its first 46 characters and a hash of the whole, so long node names still select.
+pub fn label_value(name: &str) -> String {
+    crate::naming::bounded(name, 63)
+}
+
+/// The BGPSessionState of `node`'s session with `peer`: "<node>-<peer>", shortened with a hash
+/// where that exceeds an object name's 253 characters.
+pub fn object_name(node: &str, peer: &str) -> String {
+    crate::naming::bounded(&format!("{node}-{peer}"), 253)
+}
+
 /// The state of a node's BGP session with a peer. Lives in the speakers' namespace, is written
 /// by the speaker on that node, and is owned by the Node (so it goes with the node); the speaker
 /// deletes it when the peer goes or stops selecting the node.

@@ -16,6 +16,7 @@ pub mod heartbeat_key;
 pub mod ip_address_pool;
 pub mod l2_advertisement;
 pub mod manifests;
+pub mod naming;
 pub mod permissions;
 pub mod schema;
 pub mod selector;

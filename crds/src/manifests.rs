@@ -7,6 +7,7 @@ use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
 };
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::CustomResourceExt;
 use serde::Serialize;
@@ -50,9 +51,9 @@ fn labels(component: &str) -> BTreeMap<String, String> {
     ])
 }
 
-/// The CRD manifests, one file each.
-pub fn crd_files() -> Result<Vec<GeneratedFile>, RenderError> {
-    let crds = [
+/// Every CRD FerroLB defines (what a cluster, or a test's API server, must serve).
+pub fn all_crds() -> [CustomResourceDefinition; 7] {
+    [
         IPAddressPool::crd(),
         L2Advertisement::crd(),
         ServiceL2Status::crd(),
@@ -60,7 +61,12 @@ pub fn crd_files() -> Result<Vec<GeneratedFile>, RenderError> {
         BGPAdvertisement::crd(),
         BGPSessionState::crd(),
         ServiceBGPStatus::crd(),
-    ];
+    ]
+}
+
+/// The CRD manifests, one file each.
+pub fn crd_files() -> Result<Vec<GeneratedFile>, RenderError> {
+    let crds = all_crds();
     crds.iter()
         .map(|crd| {
             let path = format!(

@@ -7,6 +7,12 @@ use serde_json::json;
 
 use crate::schema::{self, OBJECT_NAME_PATTERN};
 
+/// The ServiceBGPStatus of `service` advertised from `node`: "<service>-<node>", shortened with
+/// a hash where that exceeds an object name's 253 characters.
+pub fn object_name(service: &str, node: &str) -> String {
+    crate::naming::bounded(&format!("{service}-{node}"), 253)
+}
+
 /// One per Service and advertising node, in the Service's namespace, owned by the Service (so it
 /// goes with the Service) and written by that node's speaker. Several nodes advertise one
 /// Service at once (ECMP); each writes its own object, so no two speakers write the same one.

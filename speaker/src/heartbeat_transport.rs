@@ -13,7 +13,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -32,6 +31,7 @@ use crate::heartbeat_queue::{AcceptedQueue, NewsFilter};
 use crate::packet::MacAddr;
 use crate::packet::filter::BpfInstruction;
 use crate::packet_socket::{ReadOutcome, open_blocking, read_frame, read_queued_frame};
+use crate::sockopt::set_option;
 use crate::thread_priority::set_current_thread_nice;
 
 /// IEEE 802 local experimental EtherType 1.
@@ -651,33 +651,6 @@ fn raise_receive_buffer(socket: &Socket) -> io::Result<()> {
     let bytes = libc::c_int::try_from(RECEIVE_BUFFER_BYTES).unwrap_or(libc::c_int::MAX);
     set_option(socket, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &bytes)
         .or_else(|_| socket.set_recv_buffer_size(RECEIVE_BUFFER_BYTES))
-}
-
-#[allow(unsafe_code)]
-fn set_option<T>(
-    socket: &Socket,
-    level: libc::c_int,
-    name: libc::c_int,
-    value: &T,
-) -> io::Result<()> {
-    let length = libc::socklen_t::try_from(std::mem::size_of::<T>())
-        .map_err(|_| io::Error::other("socket option length"))?;
-    // SAFETY: `value` points to `length` initialised bytes for the duration of the call, and
-    // the kernel only reads them.
-    let result = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            level,
-            name,
-            std::ptr::from_ref(value).cast(),
-            length,
-        )
-    };
-    if result == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
 }
 
 /// One socket's reading thread.

@@ -26,6 +26,10 @@
 pub mod announcer;
 pub mod bfd;
 pub mod bgp;
+pub mod bgp_connection;
+pub mod bgp_passwords;
+pub mod bgp_session_task;
+pub mod bgp_speaker;
 pub mod bpf;
 pub mod cli;
 pub mod cluster;
@@ -46,6 +50,7 @@ pub mod packet_socket;
 pub mod probe;
 pub mod registration;
 pub mod runtime;
+pub mod sockopt;
 pub mod speaker_state;
 pub mod statuses;
 pub mod thread_priority;

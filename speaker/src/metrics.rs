@@ -35,6 +35,9 @@ pub struct Metrics {
     fenced: Gauge,
     ips_without_owner: Gauge,
     peers_alive: Family<Labels, Gauge>,
+    bgp_session_up: Family<Labels, Gauge>,
+    bgp_advertised_prefixes: Family<Labels, Gauge>,
+    bgp_updates_sent: Family<Labels, Gauge>,
     detection_seconds: Histogram,
     round_late_seconds: Histogram,
     /// Heartbeats sent, received and rejected; shared with the heartbeat readers.
@@ -75,6 +78,9 @@ impl Metrics {
             fenced: Gauge::default(),
             ips_without_owner: Gauge::default(),
             peers_alive: Family::default(),
+            bgp_session_up: Family::default(),
+            bgp_advertised_prefixes: Family::default(),
+            bgp_updates_sent: Family::default(),
             // 50 ms to 3.2 s: the default dead time is 300 ms.
             detection_seconds: Histogram::new(exponential_buckets(0.05, 2.0, 7)),
             // 1 ms to 256 ms: the default jitter allowance is 25 ms.
@@ -152,6 +158,21 @@ impl Metrics {
             "How much later than one interval after the previous round each round of heartbeats went out (past the jitter allowance, this node stops answering until the next)",
             metrics.round_late_seconds.clone(),
         );
+        registry.register(
+            "bgp_session_up",
+            "1 while this node's BGP session with the peer is Established, else 0",
+            metrics.bgp_session_up.clone(),
+        );
+        registry.register(
+            "bgp_advertised_prefixes",
+            "Prefixes this node advertises to the BGP peer",
+            metrics.bgp_advertised_prefixes.clone(),
+        );
+        registry.register(
+            "bgp_updates_sent",
+            "UPDATE messages sent to the BGP peer since its session settings last changed",
+            metrics.bgp_updates_sent.clone(),
+        );
         metrics.heartbeat.register(&mut registry);
         Self {
             registry,
@@ -167,6 +188,20 @@ impl Metrics {
                 .get_or_create(&label("interface", interface.as_str()))
                 .set(as_gauge(*alive));
         }
+    }
+
+    pub fn bgp_session(&self, peer: &str, report: &crate::bgp_session_task::SessionReport) {
+        let labels = label("peer", peer);
+        let up = report.state == crate::bgp::State::Established;
+        self.bgp_session_up
+            .get_or_create(&labels)
+            .set(i64::from(up));
+        self.bgp_advertised_prefixes
+            .get_or_create(&labels)
+            .set(as_gauge(report.advertised));
+        self.bgp_updates_sent
+            .get_or_create(&labels)
+            .set(i64::try_from(report.updates_sent).unwrap_or(i64::MAX));
     }
 
     pub fn heartbeat_round_late(&self, late: Duration) {

@@ -18,7 +18,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use ferrolb_crds::service_class::qualifies;
-use ferrolb_crds::{IPAddressPool, InterfaceName, L2Advertisement};
+use ferrolb_crds::{
+    BGPAdvertisement, BGPPeer, BGPSessionState, BGPSessionStateStatus, IPAddressPool,
+    InterfaceName, L2Advertisement, ServiceBGPStatus, ServiceBGPStatusStatus,
+};
 use futures::StreamExt;
 use futures::stream::{BoxStream, SelectAll};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -30,6 +33,9 @@ use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::{mpsc, watch};
 
 use crate::announcer::{BurstPolicy, Conflict, OwnershipChange};
+use crate::bgp::advertisement::{AdvertisementFacts, BgpView, PeerFacts};
+use crate::bgp_session_task::{SessionId, SessionReport};
+use crate::bgp_speaker::{BgpEvent, BgpInputs, BgpSpeaker, NodeAddresses, Passwords};
 use crate::cli::Args;
 use crate::cluster::{lease, node, service};
 use crate::dataplane::{ConflictSeen, DataPlane};
@@ -44,7 +50,7 @@ use crate::metrics::Metrics;
 use crate::netlink::LinkMonitor;
 use crate::registration::{Registration, lease_selector};
 use crate::speaker_state::SpeakerState;
-use crate::statuses::{Desired, DesiredStatuses, StatusWriter};
+use crate::statuses::{Desired, DesiredObjects, DesiredStatuses, ObjectKey, StatusWriter};
 use crate::thread_priority::set_current_thread_nice;
 
 /// At most one conflict event per IP in this interval.
@@ -69,6 +75,8 @@ enum Input {
     Slice(Box<watcher::Event<EndpointSlice>>),
     Pool(Box<watcher::Event<IPAddressPool>>),
     Advertisement(Box<watcher::Event<L2Advertisement>>),
+    BgpPeer(Box<watcher::Event<BGPPeer>>),
+    BgpAdvertisement(Box<watcher::Event<BGPAdvertisement>>),
     WatchError(&'static str, watcher::Error),
 }
 
@@ -205,6 +213,16 @@ struct Speaker {
     slices: Store<EndpointSlice>,
     pools: Store<IPAddressPool>,
     advertisements: Store<L2Advertisement>,
+    bgp_peers: Store<BGPPeer>,
+    bgp_advertisements: Store<BGPAdvertisement>,
+    bgp: BgpSpeaker,
+    /// Something BGP mode reads changed since it was last reconciled.
+    bgp_dirty: bool,
+    passwords: Passwords,
+    password_secrets_tx: watch::Sender<BTreeSet<String>>,
+    session_states_tx: watch::Sender<DesiredObjects<BGPSessionStateStatus>>,
+    bgp_statuses_tx: watch::Sender<DesiredObjects<ServiceBGPStatusStatus>>,
+    namespace: String,
     interfaces_tx: watch::Sender<String>,
     statuses_tx: watch::Sender<DesiredStatuses>,
     /// When this node's own registration first arrived through its watch: nothing is announced
@@ -242,8 +260,23 @@ impl Speaker {
             && self.advertisements.synced
     }
 
+    fn bgp_synced(&self) -> bool {
+        self.nodes.synced
+            && self.services.synced
+            && self.slices.synced
+            && self.pools.synced
+            && self.bgp_peers.synced
+            && self.bgp_advertisements.synced
+    }
+
     fn handle(&mut self, input: Input, now: Instant) {
         self.watch_failing = matches!(input, Input::WatchError(..));
+        if !matches!(
+            input,
+            Input::Lease(_) | Input::Advertisement(_) | Input::WatchError(..)
+        ) {
+            self.bgp_dirty = true;
+        }
         match input {
             Input::Lease(event) => self.lease_event(*event, now),
             Input::Node(event) => {
@@ -302,8 +335,179 @@ impl Speaker {
                     self.state.set_advertisements(specs);
                 }
             }
+            Input::BgpPeer(event) => {
+                self.bgp_peers.apply(*event);
+                let secrets = BgpSpeaker::password_secrets(&self.peer_facts());
+                self.password_secrets_tx.send_if_modified(|current| {
+                    let changed = *current != secrets;
+                    *current = secrets;
+                    changed
+                });
+            }
+            Input::BgpAdvertisement(event) => {
+                self.bgp_advertisements.apply(*event);
+            }
             Input::WatchError(resource, error) => {
                 tracing::warn!(resource, %error, "watch failed; retrying with backoff");
+            }
+        }
+    }
+
+    fn peer_facts(&self) -> Vec<PeerFacts> {
+        self.bgp_peers
+            .objects
+            .values()
+            .map(|peer| PeerFacts {
+                name: peer.name_any(),
+                order: (
+                    peer.metadata
+                        .creation_timestamp
+                        .as_ref()
+                        .map_or(0, |t| t.0.as_second()),
+                    peer.name_any(),
+                ),
+                spec: peer.spec.clone(),
+            })
+            .collect()
+    }
+
+    /// This node's addresses for the default router ID: the Node's, then its links'.
+    fn node_addresses(&self) -> NodeAddresses {
+        let node_ipv4 = self
+            .nodes
+            .objects
+            .get(&(String::new(), self.node.clone()))
+            .and_then(|node| node.status.as_ref())
+            .and_then(|status| status.addresses.as_ref())
+            .map(|addresses| {
+                let of = |kind: &'static str| {
+                    addresses
+                        .iter()
+                        .filter(move |a| a.type_ == kind)
+                        .filter_map(|a| a.address.parse::<std::net::Ipv4Addr>().ok())
+                };
+                of("InternalIP").chain(of("ExternalIP")).collect()
+            })
+            .unwrap_or_default();
+        NodeAddresses {
+            node_ipv4,
+            links: self
+                .links
+                .iter()
+                .filter(|link| link.up)
+                .flat_map(|link| link.addresses.iter().copied())
+                .collect(),
+        }
+    }
+
+    /// BGP mode: sessions, routes, and what they report, brought in line with the watches.
+    fn reconcile_bgp(&mut self) {
+        if !self.bgp_dirty || !self.bgp_synced() {
+            return;
+        }
+        self.bgp_dirty = false;
+        let peers = self.peer_facts();
+        let advertisements: Vec<AdvertisementFacts> = self
+            .bgp_advertisements
+            .objects
+            .values()
+            .map(|a| AdvertisementFacts {
+                name: a.name_any(),
+                spec: a.spec.clone(),
+            })
+            .collect();
+        let services: Vec<_> = self.state.services().cloned().collect();
+        let addresses = self.node_addresses();
+        let node = self.state.node(&self.node).cloned();
+        let view = node.as_ref().map(|node| BgpView {
+            node,
+            peers: &peers,
+            advertisements: &advertisements,
+            pools: self.state.pools(),
+            services: &services,
+        });
+        let events = self.bgp.reconcile(BgpInputs {
+            view,
+            addresses: &addresses,
+            passwords: &self.passwords,
+        });
+        for event in events {
+            self.publish_bgp_event(event);
+        }
+        let statuses = self.bgp.service_statuses(|id| {
+            self.services
+                .objects
+                .get(&(id.namespace.clone(), id.name.clone()))
+                .and_then(|s| s.metadata.uid.clone())
+        });
+        self.bgp_statuses_tx.send_if_modified(|current| {
+            let changed = *current != statuses;
+            *current = statuses;
+            changed
+        });
+        self.update_session_states();
+    }
+
+    fn update_session_states(&mut self) {
+        let Some(uid) = self
+            .nodes
+            .objects
+            .get(&(String::new(), self.node.clone()))
+            .and_then(|node| node.metadata.uid.clone())
+        else {
+            return;
+        };
+        let states = self.bgp.session_states(&self.namespace, &uid);
+        self.session_states_tx.send_if_modified(|current| {
+            let changed = *current != states;
+            *current = states;
+            changed
+        });
+    }
+
+    fn session_report(
+        &mut self,
+        peer: &str,
+        session: SessionId,
+        report: SessionReport,
+        now: Instant,
+    ) {
+        if self.bgp.is_current(peer, session) {
+            self.health.metrics.bgp_session(peer, &report);
+        }
+        if let Some(event) = self.bgp.report(peer, session, report, now) {
+            self.publish_bgp_event(event);
+        }
+    }
+
+    fn publish_bgp_event(&self, event: BgpEvent) {
+        match event {
+            BgpEvent::Session {
+                warning,
+                reason,
+                note,
+                ..
+            } => {
+                let type_ = if warning {
+                    EventType::Warning
+                } else {
+                    EventType::Normal
+                };
+                self.publish_on_node(&self.node, type_, &reason, "BGP", note);
+            }
+            BgpEvent::Service {
+                service,
+                reason,
+                note,
+            } => {
+                tracing::info!(service = %format!("{}/{}", service.namespace, service.name), reason, "{note}");
+                if let Some(object) = self
+                    .services
+                    .objects
+                    .get(&(service.namespace.clone(), service.name.clone()))
+                {
+                    self.publish(object, EventType::Normal, reason, note);
+                }
             }
         }
     }
@@ -532,7 +736,13 @@ impl Speaker {
                         self.node
                     );
                     tracing::warn!(peer = %name, %interface, "{note}");
-                    self.publish_on_node(&name, "HeartbeatClockSkew", note);
+                    self.publish_on_node(
+                        &name,
+                        EventType::Warning,
+                        "HeartbeatClockSkew",
+                        "Heartbeat",
+                        note,
+                    );
                 }
             }
             Notice::AuthenticationFailed {
@@ -552,7 +762,13 @@ impl Speaker {
                     );
                     tracing::warn!(claimed = %who, %interface, key_id, "{note}");
                     if let Some(name) = name {
-                        self.publish_on_node(&name, "HeartbeatAuthenticationFailed", note);
+                        self.publish_on_node(
+                            &name,
+                            EventType::Warning,
+                            "HeartbeatAuthenticationFailed",
+                            "Heartbeat",
+                            note,
+                        );
                     }
                 }
             }
@@ -568,17 +784,24 @@ impl Speaker {
         true
     }
 
-    /// A Warning event about the Node `node`, published in the background.
-    fn publish_on_node(&self, node: &str, reason: &str, note: String) {
+    /// An event about the Node `node`, published in the background.
+    fn publish_on_node(
+        &self,
+        node: &str,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
         let Some(object) = self.nodes.objects.get(&(String::new(), node.to_owned())) else {
             return;
         };
         let reference = object.object_ref(&());
         let event = KubeEvent {
-            type_: EventType::Warning,
+            type_,
             reason: reason.to_owned(),
             note: Some(note),
-            action: "Heartbeat".to_owned(),
+            action: action.to_owned(),
             secondary: None,
         };
         let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
@@ -652,12 +875,13 @@ impl Speaker {
             .filter_map(|(id, status)| {
                 let key = (id.namespace.clone(), id.name.clone());
                 let uid = self.services.objects.get(&key)?.metadata.uid.clone()?;
+                let desired = Desired::owned_by_service(&id.name, &uid, status);
                 Some((
-                    id,
-                    Desired {
-                        service_uid: uid,
-                        status,
+                    ObjectKey {
+                        namespace: id.namespace,
+                        name: id.name,
                     },
+                    desired,
                 ))
             })
             .collect()
@@ -834,6 +1058,18 @@ fn watches(client: &Client, namespace: &str) -> SelectAll<BoxStream<'static, Inp
         |event| Input::Advertisement(Box::new(event)),
         "l2advertisements",
     ));
+    inputs.push(watch_stream(
+        Api::<BGPPeer>::all(client.clone()),
+        watcher::Config::default(),
+        |event| Input::BgpPeer(Box::new(event)),
+        "bgppeers",
+    ));
+    inputs.push(watch_stream(
+        Api::<BGPAdvertisement>::all(client.clone()),
+        watcher::Config::default(),
+        |event| Input::BgpAdvertisement(Box::new(event)),
+        "bgpadvertisements",
+    ));
     inputs
 }
 
@@ -878,6 +1114,11 @@ pub async fn run(args: Args, timing: HeartbeatTiming) -> anyhow::Result<()> {
     let (interfaces_tx, interfaces_rx) = watch::channel(String::from("[]"));
     let (statuses_tx, statuses_rx) = watch::channel(DesiredStatuses::new());
     let (written_tx, mut written_rx) = mpsc::unbounded_channel();
+    let (reports_tx, mut reports_rx) = mpsc::unbounded_channel();
+    let (password_secrets_tx, password_secrets_rx) = watch::channel(BTreeSet::new());
+    let (passwords_tx, mut passwords_rx) = mpsc::unbounded_channel();
+    let (session_states_tx, session_states_rx) = watch::channel(DesiredObjects::new());
+    let (bgp_statuses_tx, bgp_statuses_rx) = watch::channel(DesiredObjects::new());
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let mut speaker = Speaker {
@@ -898,6 +1139,15 @@ pub async fn run(args: Args, timing: HeartbeatTiming) -> anyhow::Result<()> {
         slices: Store::new(),
         pools: Store::new(),
         advertisements: Store::new(),
+        bgp_peers: Store::new(),
+        bgp_advertisements: Store::new(),
+        bgp: BgpSpeaker::new(&args.node_name, reports_tx),
+        bgp_dirty: true,
+        passwords: Passwords::new(),
+        password_secrets_tx,
+        session_states_tx,
+        bgp_statuses_tx,
+        namespace: args.namespace.clone(),
         interfaces_tx,
         statuses_tx,
         registered_at: None,
@@ -922,7 +1172,29 @@ pub async fn run(args: Args, timing: HeartbeatTiming) -> anyhow::Result<()> {
         &args.node_name,
     );
     let registration = tokio::spawn(registration.run(interfaces_rx, written_tx, stop_rx));
-    let writer = tokio::spawn(StatusWriter::new(client.clone(), &args.node_name).run(statuses_rx));
+    let writers = [
+        tokio::spawn(
+            StatusWriter::<ferrolb_crds::ServiceL2Status>::new(
+                client.clone(),
+                &args.node_name,
+                &args.namespace,
+            )
+            .run(statuses_rx),
+        ),
+        tokio::spawn(
+            StatusWriter::<ServiceBGPStatus>::new(client.clone(), &args.node_name, &args.namespace)
+                .run(bgp_statuses_rx),
+        ),
+        tokio::spawn(
+            StatusWriter::<BGPSessionState>::new(client.clone(), &args.node_name, &args.namespace)
+                .run(session_states_rx),
+        ),
+    ];
+    let password_reader = tokio::spawn(crate::bgp_passwords::follow(
+        Api::namespaced(client.clone(), &args.namespace),
+        password_secrets_rx,
+        passwords_tx,
+    ));
     let mut inputs = watches(&client, &args.namespace);
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
@@ -959,6 +1231,20 @@ pub async fn run(args: Args, timing: HeartbeatTiming) -> anyhow::Result<()> {
                 speaker.conflict_seen(&seen);
                 while let Ok(seen) = conflicts.try_recv() {
                     speaker.conflict_seen(&seen);
+                }
+            }
+            Some((peer, session, report)) = reports_rx.recv() => {
+                let now = Instant::now();
+                speaker.session_report(&peer, session, report, now);
+                while let Ok((peer, session, report)) = reports_rx.try_recv() {
+                    speaker.session_report(&peer, session, report, now);
+                }
+                speaker.update_session_states();
+            }
+            Some(passwords) = passwords_rx.recv() => {
+                if speaker.passwords != passwords {
+                    speaker.passwords = passwords;
+                    speaker.bgp_dirty = true;
                 }
             }
             Some(outcome) = written_rx.recv() => match outcome {
@@ -1004,6 +1290,7 @@ pub async fn run(args: Args, timing: HeartbeatTiming) -> anyhow::Result<()> {
         }
         let now = Instant::now();
         speaker.step(now);
+        speaker.reconcile_bgp();
         accepted.set_eager(speaker.state.rejoining(now));
         if speaker.snapshot_dirty {
             speaker.publish_snapshot(now);
@@ -1019,16 +1306,24 @@ pub async fn run(args: Args, timing: HeartbeatTiming) -> anyhow::Result<()> {
         );
     }
 
-    // Stop answering first (the readers too), then say goodbye so peers take over at once.
+    // Stop answering first (the readers too), then say goodbye so peers take over at once;
+    // withdraw every BGP route and close the sessions with Cease.
     speaker.leave();
+    speaker.bgp.shutdown().await;
+    password_reader.abort();
     health.ready.store(false, Ordering::Relaxed);
     let _ = stop_tx.send(true);
     let _ = registration.await;
     key_watch.abort();
-    // Remove this node's ServiceL2Statuses; the new owners write theirs.
+    // Remove this node's ServiceL2Statuses (the new owners write theirs), its
+    // ServiceBGPStatuses and BGPSessionStates (its sessions are closed).
     speaker.statuses_tx.send_replace(DesiredStatuses::new());
+    speaker.bgp_statuses_tx.send_replace(DesiredObjects::new());
+    speaker
+        .session_states_tx
+        .send_replace(DesiredObjects::new());
     drop(speaker);
-    let _ = tokio::time::timeout(Duration::from_secs(3), writer).await;
+    let _ = tokio::time::timeout(Duration::from_secs(3), futures::future::join_all(writers)).await;
     server.abort();
     Ok(())
 }

@@ -295,6 +295,19 @@ impl SpeakerState {
         (lost, goodbyes)
     }
 
+    /// A node's facts from the API (without interfaces).
+    pub fn node(&self, name: &str) -> Option<&NodeFacts> {
+        self.nodes.get(name)
+    }
+
+    pub fn pools(&self) -> &[PoolFacts] {
+        &self.pools
+    }
+
+    pub fn services(&self) -> impl Iterator<Item = &ServiceFacts> {
+        self.services.values()
+    }
+
     pub fn set_nodes(&mut self, nodes: impl IntoIterator<Item = NodeFacts>) {
         self.nodes = nodes.into_iter().map(|n| (n.name.clone(), n)).collect();
         self.inputs_changed = true;

@@ -1,103 +1,220 @@
-//! Writes the ServiceL2Status of every Service this node announces (one per Service, in its
-//! namespace, named after it, owned by it) and deletes those this node wrote and no longer
-//! announces. Runs as its own task so API latency never delays an ARP answer.
+//! Writes the status objects this node reports through (ServiceL2Status for what it announces,
+//! ServiceBGPStatus for what it advertises, BGPSessionState for its BGP sessions) and deletes
+//! those it wrote and no longer wants. Each kind has its own writer task, so API latency never
+//! delays an ARP answer or a BGP session.
 
 use std::collections::BTreeMap;
+use std::fmt::Debug;
 use std::time::Duration;
 
-use ferrolb_crds::{ServiceL2Status, ServiceL2StatusSpec, ServiceL2StatusStatus};
+use ferrolb_crds::bgp_session_state::NODE_LABEL;
+use ferrolb_crds::{
+    BGPSessionState, BGPSessionStateSpec, BGPSessionStateStatus, ServiceBGPStatus,
+    ServiceBGPStatusSpec, ServiceBGPStatusStatus, ServiceL2Status, ServiceL2StatusSpec,
+    ServiceL2StatusStatus,
+};
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{
     DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams, Preconditions,
 };
-use kube::{Api, Client};
+use kube::{Api, Client, Resource};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::json;
 use tokio::sync::watch;
-
-use crate::election::ServiceId;
 
 pub const FIELD_MANAGER: &str = "ferrolb-speaker";
 const RETRY_DELAY: Duration = Duration::from_secs(1);
 
-/// What this node should have written for one Service.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Desired {
-    pub service_uid: String,
-    pub status: ServiceL2StatusStatus,
+/// A status kind this node writes: objects with an empty spec whose status names the node.
+pub trait NodeStatus:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + Debug
+    + DeserializeOwned
+    + Serialize
+    + Send
+    + Sync
+    + 'static
+{
+    type Status: Clone + Debug + PartialEq + Serialize + Send + Sync + 'static;
+    /// Leftovers are listed in the speakers' namespace by the node label (the kind lives
+    /// there), rather than in every namespace.
+    const IN_SYSTEM_NAMESPACE: bool;
+
+    fn empty(metadata: ObjectMeta) -> Self;
+    fn written(&self) -> Option<&Self::Status>;
+    fn node_of(status: &Self::Status) -> &str;
 }
 
-pub type DesiredStatuses = BTreeMap<ServiceId, Desired>;
+impl NodeStatus for ServiceL2Status {
+    type Status = ServiceL2StatusStatus;
+    const IN_SYSTEM_NAMESPACE: bool = false;
+
+    fn empty(metadata: ObjectMeta) -> Self {
+        Self {
+            metadata,
+            spec: ServiceL2StatusSpec {},
+            status: None,
+        }
+    }
+    fn written(&self) -> Option<&Self::Status> {
+        self.status.as_ref()
+    }
+    fn node_of(status: &Self::Status) -> &str {
+        &status.node
+    }
+}
+
+impl NodeStatus for ServiceBGPStatus {
+    type Status = ServiceBGPStatusStatus;
+    const IN_SYSTEM_NAMESPACE: bool = false;
+
+    fn empty(metadata: ObjectMeta) -> Self {
+        Self {
+            metadata,
+            spec: ServiceBGPStatusSpec {},
+            status: None,
+        }
+    }
+    fn written(&self) -> Option<&Self::Status> {
+        self.status.as_ref()
+    }
+    fn node_of(status: &Self::Status) -> &str {
+        &status.node
+    }
+}
+
+impl NodeStatus for BGPSessionState {
+    type Status = BGPSessionStateStatus;
+    const IN_SYSTEM_NAMESPACE: bool = true;
+
+    fn empty(metadata: ObjectMeta) -> Self {
+        Self {
+            metadata,
+            spec: BGPSessionStateSpec {},
+            status: None,
+        }
+    }
+    fn written(&self) -> Option<&Self::Status> {
+        self.status.as_ref()
+    }
+    fn node_of(status: &Self::Status) -> &str {
+        &status.node
+    }
+}
+
+/// Where an object lives.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+/// What this node should have written as one object.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Desired<S> {
+    /// The object goes with its owner (the Service, or the Node for a session state).
+    pub owner: OwnerReference,
+    pub labels: BTreeMap<String, String>,
+    pub status: S,
+}
+
+impl<S> Desired<S> {
+    pub fn owned_by_service(name: &str, uid: &str, status: S) -> Self {
+        Self {
+            owner: owner("v1", "Service", name, uid),
+            labels: BTreeMap::new(),
+            status,
+        }
+    }
+}
+
+/// An owner reference that makes the owner the object's controller.
+pub fn owner(api_version: &str, kind: &str, name: &str, uid: &str) -> OwnerReference {
+    OwnerReference {
+        api_version: api_version.into(),
+        kind: kind.into(),
+        name: name.into(),
+        uid: uid.into(),
+        controller: Some(true),
+        block_owner_deletion: None,
+    }
+}
+
+pub type DesiredObjects<S> = BTreeMap<ObjectKey, Desired<S>>;
+/// The ServiceL2Statuses, one per announced Service, named after it.
+pub type DesiredStatuses = DesiredObjects<ServiceL2StatusStatus>;
 
 fn is_status(error: &kube::Error, code: u16) -> bool {
     matches!(error, kube::Error::Api(status) if status.code == code)
 }
 
-pub struct StatusWriter {
+pub struct StatusWriter<K: NodeStatus> {
     client: Client,
     node: String,
-    written: DesiredStatuses,
+    system_namespace: String,
+    /// What was written; an adopted leftover has no owner or labels to compare.
+    written: BTreeMap<ObjectKey, Option<K::Status>>,
 }
 
-impl StatusWriter {
-    pub fn new(client: Client, node: &str) -> Self {
+impl<K: NodeStatus> StatusWriter<K> {
+    /// `system_namespace` is where the speakers run (where kinds that live there are listed).
+    pub fn new(client: Client, node: &str, system_namespace: &str) -> Self {
         Self {
             client,
             node: node.to_owned(),
+            system_namespace: system_namespace.to_owned(),
             written: BTreeMap::new(),
         }
     }
 
-    fn api(&self, namespace: &str) -> Api<ServiceL2Status> {
+    fn api(&self, namespace: &str) -> Api<K> {
         Api::namespaced(self.client.clone(), namespace)
     }
 
-    async fn write(&self, id: &ServiceId, desired: &Desired) -> Result<(), kube::Error> {
-        let api = self.api(&id.namespace);
-        let object = ServiceL2Status {
-            metadata: ObjectMeta {
-                name: Some(id.name.clone()),
-                namespace: Some(id.namespace.clone()),
-                owner_references: Some(vec![OwnerReference {
-                    api_version: "v1".into(),
-                    kind: "Service".into(),
-                    name: id.name.clone(),
-                    uid: desired.service_uid.clone(),
-                    controller: Some(true),
-                    block_owner_deletion: None,
-                }]),
-                ..Default::default()
-            },
-            spec: ServiceL2StatusSpec {},
-            status: None,
-        };
+    async fn write(
+        &self,
+        key: &ObjectKey,
+        desired: &Desired<K::Status>,
+    ) -> Result<(), kube::Error> {
+        let api = self.api(&key.namespace);
+        let object = K::empty(ObjectMeta {
+            name: Some(key.name.clone()),
+            namespace: Some(key.namespace.clone()),
+            owner_references: Some(vec![desired.owner.clone()]),
+            labels: (!desired.labels.is_empty()).then(|| desired.labels.clone()),
+            ..Default::default()
+        });
         match api.create(&PostParams::default(), &object).await {
             Ok(_) => {}
             Err(error) if is_status(&error, 409) => {}
             Err(error) => return Err(error),
         }
         let patch = json!({ "status": desired.status });
-        api.patch_status(&id.name, &PatchParams::default(), &Patch::Merge(&patch))
+        api.patch_status(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
         Ok(())
     }
 
     /// Deletes the object if this node is still the one it names; never another node's.
-    async fn remove(&self, id: &ServiceId) -> Result<(), kube::Error> {
-        let api = self.api(&id.namespace);
-        let Some(current) = api.get_opt(&id.name).await? else {
+    async fn remove(&self, key: &ObjectKey) -> Result<(), kube::Error> {
+        let api = self.api(&key.namespace);
+        let Some(current) = api.get_opt(&key.name).await? else {
             return Ok(());
         };
-        if current.status.as_ref().map(|s| s.node.as_str()) != Some(self.node.as_str()) {
+        if current.written().map(K::node_of) != Some(self.node.as_str()) {
             return Ok(());
         }
         let params = DeleteParams {
             preconditions: Some(Preconditions {
-                resource_version: current.metadata.resource_version.clone(),
-                uid: current.metadata.uid.clone(),
+                resource_version: current.meta().resource_version.clone(),
+                uid: current.meta().uid.clone(),
             }),
             ..Default::default()
         };
-        match api.delete(&id.name, &params).await {
+        match api.delete(&key.name, &params).await {
             Ok(_) => Ok(()),
             // Gone, or rewritten by the new owner since it was read: leave it.
             Err(error) if is_status(&error, 404) || is_status(&error, 409) => Ok(()),
@@ -107,58 +224,61 @@ impl StatusWriter {
 
     /// Those that name this node, from an earlier run of this speaker.
     async fn adopt_leftovers(&mut self) -> Result<(), kube::Error> {
-        let all: Api<ServiceL2Status> = Api::all(self.client.clone());
-        for object in all.list(&ListParams::default()).await? {
-            let (Some(namespace), Some(name)) = (
-                object.metadata.namespace.clone(),
-                object.metadata.name.clone(),
-            ) else {
+        let (api, params) = if K::IN_SYSTEM_NAMESPACE {
+            (
+                self.api(&self.system_namespace),
+                ListParams::default().labels(&format!(
+                    "{NODE_LABEL}={}",
+                    ferrolb_crds::bgp_session_state::label_value(&self.node)
+                )),
+            )
+        } else {
+            (Api::all(self.client.clone()), ListParams::default())
+        };
+        for object in api.list(&params).await? {
+            let (Some(namespace), Some(name)) =
+                (object.meta().namespace.clone(), object.meta().name.clone())
+            else {
                 continue;
             };
-            let Some(status) = object.status.clone().filter(|s| s.node == self.node) else {
+            if object.written().map(K::node_of) != Some(self.node.as_str()) {
                 continue;
-            };
-            self.written.insert(
-                ServiceId { namespace, name },
-                Desired {
-                    service_uid: String::new(),
-                    status,
-                },
-            );
+            }
+            self.written.insert(ObjectKey { namespace, name }, None);
         }
         Ok(())
     }
 
     /// One pass; true when everything was written.
-    async fn reconcile(&mut self, desired: &DesiredStatuses) -> bool {
+    async fn reconcile(&mut self, desired: &DesiredObjects<K::Status>) -> bool {
         let mut complete = true;
-        for (id, want) in desired {
-            if self.written.get(id).map(|w| &w.status) == Some(&want.status) {
+        for (key, want) in desired {
+            if self.written.get(key).and_then(Option::as_ref) == Some(&want.status) {
                 continue;
             }
-            match self.write(id, want).await {
+            match self.write(key, want).await {
                 Ok(()) => {
-                    self.written.insert(id.clone(), want.clone());
+                    self.written.insert(key.clone(), Some(want.status.clone()));
                 }
                 Err(error) => {
-                    tracing::warn!(service = %format!("{}/{}", id.namespace, id.name), %error, "writing the ServiceL2Status failed");
+                    tracing::warn!(kind = %K::kind(&()), object = %format!("{}/{}", key.namespace, key.name), %error, "writing a status object failed");
                     complete = false;
                 }
             }
         }
-        let stale: Vec<ServiceId> = self
+        let stale: Vec<ObjectKey> = self
             .written
             .keys()
-            .filter(|id| !desired.contains_key(*id))
+            .filter(|key| !desired.contains_key(*key))
             .cloned()
             .collect();
-        for id in stale {
-            match self.remove(&id).await {
+        for key in stale {
+            match self.remove(&key).await {
                 Ok(()) => {
-                    self.written.remove(&id);
+                    self.written.remove(&key);
                 }
                 Err(error) => {
-                    tracing::warn!(service = %format!("{}/{}", id.namespace, id.name), %error, "deleting a stale ServiceL2Status failed");
+                    tracing::warn!(kind = %K::kind(&()), object = %format!("{}/{}", key.namespace, key.name), %error, "deleting a stale status object failed");
                     complete = false;
                 }
             }
@@ -166,14 +286,16 @@ impl StatusWriter {
         complete
     }
 
-    /// Follows `desired` until it closes.
-    pub async fn run(mut self, mut desired: watch::Receiver<DesiredStatuses>) {
+    /// Follows `desired` until it closes, and leaves nothing behind once it was emptied.
+    pub async fn run(mut self, mut desired: watch::Receiver<DesiredObjects<K::Status>>) {
         let mut adopted = false;
         loop {
             if !adopted {
                 match self.adopt_leftovers().await {
                     Ok(()) => adopted = true,
-                    Err(error) => tracing::warn!(%error, "listing ServiceL2Statuses failed"),
+                    Err(error) => {
+                        tracing::warn!(kind = %K::kind(&()), %error, "listing leftover status objects failed");
+                    }
                 }
             }
             let wanted = desired.borrow_and_update().clone();

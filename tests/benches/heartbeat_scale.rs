@@ -72,7 +72,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Node, Secret, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::{Api, Client, CustomResourceExt};
+use kube::{Api, Client};
 use serde_json::{Value, json};
 
 const COMMAND: &str = "cargo bench -p ferrolb-tests --bench heartbeat_scale";
@@ -248,11 +248,7 @@ where
 /// L2Advertisement: what the speaker lab sets up before its speakers start.
 async fn setup_cluster(kube: &Client) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
     let crds: Api<CustomResourceDefinition> = Api::all(kube.clone());
-    for crd in [
-        IPAddressPool::crd(),
-        L2Advertisement::crd(),
-        ServiceL2Status::crd(),
-    ] {
+    for crd in ferrolb_crds::manifests::all_crds() {
         create(&crds, serde_json::to_value(crd)?).await?;
     }
     let deadline = Instant::now() + Duration::from_secs(10);

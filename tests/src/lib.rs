@@ -13,3 +13,4 @@ pub mod frr;
 pub mod harness;
 pub mod keepalived;
 pub mod netlab;
+pub mod router_link;

@@ -13,7 +13,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::IpAddr;
 use std::sync::mpsc as std_mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -23,7 +22,7 @@ use ferrolb_speaker::bfd::{BfdConfig, BfdSession, BfdStatus, Diagnostic, Session
 use ferrolb_speaker::probe::enter_netns;
 use ferrolb_tests::frr::{self, BfdPeerConfig, BfdPeerState, Daemon, DaemonSpec, Frr};
 use ferrolb_tests::harness::{root_available, skip};
-use ferrolb_tests::netlab::run;
+use ferrolb_tests::router_link::{IPV4, IPV6, LinkFamily as Family, RouterLink};
 use tokio::sync::{mpsc, watch};
 
 const TEST: &str = "bfd_sessions_with_frr_come_up_and_detect_failures_both_ways";
@@ -33,126 +32,6 @@ const MULTIPLIER: u8 = 3;
 const DETECTION_BOUND: Duration = Duration::from_secs(1);
 /// Down to Up takes a slow (1 s, RFC 5880 §6.8.3) exchange or two.
 const COME_UP: Duration = Duration::from_secs(15);
-
-const ROUTER_LINK: &str = "bfd-r0";
-const NODE_LINK: &str = "bfd-n0";
-
-/// One address family's pair of addresses.
-#[derive(Debug, Clone, Copy)]
-struct Family {
-    name: &'static str,
-    index: usize,
-    router: &'static str,
-    node: &'static str,
-    prefix: u8,
-}
-
-const IPV4: Family = Family {
-    name: "IPv4",
-    index: 0,
-    router: "198.51.100.1",
-    node: "198.51.100.2",
-    prefix: 24,
-};
-const IPV6: Family = Family {
-    name: "IPv6",
-    index: 1,
-    router: "2001:db8:1::1",
-    node: "2001:db8:1::2",
-    prefix: 64,
-};
-
-impl Family {
-    fn router_ip(&self) -> IpAddr {
-        self.router.parse().unwrap()
-    }
-
-    fn node_ip(&self) -> IpAddr {
-        self.node.parse().unwrap()
-    }
-}
-
-/// The router and node namespaces and the veth between them; both deleted on drop. Named like
-/// the lab's namespaces (`flb-<pid>-…`), so that a later lab removes them if this process dies
-/// before its drop runs.
-struct Link {
-    router: String,
-    node: String,
-}
-
-impl Link {
-    fn new() -> anyhow::Result<Self> {
-        let base = format!("flb-{}-bfd", std::process::id());
-        let link = Self {
-            router: format!("{base}-router"),
-            node: format!("{base}-node"),
-        };
-        for netns in [&link.router, &link.node] {
-            run("ip", &["netns", "add", netns])?;
-        }
-        link.wire()?;
-        Ok(link)
-    }
-
-    fn wire(&self) -> anyhow::Result<()> {
-        // Made inside the router's namespace, its far end moved straight into the node's: the
-        // pair never appears in the machine's own namespace.
-        run(
-            "ip",
-            &[
-                "-n",
-                &self.router,
-                "link",
-                "add",
-                ROUTER_LINK,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                NODE_LINK,
-                "netns",
-                &self.node,
-            ],
-        )?;
-        for (netns, interface, side) in [
-            (&self.router, ROUTER_LINK, true),
-            (&self.node, NODE_LINK, false),
-        ] {
-            run("ip", &["-n", netns, "link", "set", "lo", "up"])?;
-            // The IPv6 address must survive the link going down and up again.
-            let keep = format!("net.ipv6.conf.{interface}.keep_addr_on_down=1");
-            run("ip", &["netns", "exec", netns, "sysctl", "-qw", &keep])?;
-            for family in [IPV4, IPV6] {
-                let address = if side { family.router } else { family.node };
-                let cidr = format!("{address}/{}", family.prefix);
-                let mut args = vec!["-n", netns, "addr", "add", &cidr, "dev", interface];
-                if family.index == IPV6.index {
-                    args.push("nodad");
-                }
-                run("ip", &args)?;
-            }
-            run("ip", &["-n", netns, "link", "set", interface, "up"])?;
-        }
-        Ok(())
-    }
-
-    fn set_router_link(&self, up: bool) -> anyhow::Result<()> {
-        let state = if up { "up" } else { "down" };
-        run(
-            "ip",
-            &["-n", &self.router, "link", "set", ROUTER_LINK, state],
-        )?;
-        Ok(())
-    }
-}
-
-impl Drop for Link {
-    fn drop(&mut self) {
-        for netns in [&self.node, &self.router] {
-            let _ = run("ip", &["netns", "del", netns]);
-        }
-    }
-}
 
 fn timers() -> Timers {
     Timers::new(INTERVAL, INTERVAL, MULTIPLIER).unwrap()
@@ -343,7 +222,7 @@ fn bfd_sessions_with_frr_come_up_and_detect_failures_both_ways() -> anyhow::Resu
     if let Some(reason) = frr::unavailable(&[Daemon::Zebra, Daemon::Bfdd]) {
         return skip(TEST, &reason);
     }
-    let link = Link::new()?;
+    let link = RouterLink::new("bfd")?;
     let peers: Vec<BfdPeerConfig> = [IPV4, IPV6]
         .iter()
         .map(|family| BfdPeerConfig {
@@ -372,7 +251,7 @@ fn bfd_sessions_with_frr_come_up_and_detect_failures_both_ways() -> anyhow::Resu
     result
 }
 
-fn scenario(link: &Link, router: &Frr, node: &Node) -> anyhow::Result<()> {
+fn scenario(link: &RouterLink, router: &Frr, node: &Node) -> anyhow::Result<()> {
     // Up on both sides, both families, at the configured rate.
     let started = Instant::now();
     for family in [IPV4, IPV6] {

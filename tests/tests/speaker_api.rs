@@ -9,9 +9,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use ferrolb_crds::{ServiceL2Status, ServiceL2StatusStatus};
-use ferrolb_speaker::election::ServiceId;
 use ferrolb_speaker::registration::Registration;
-use ferrolb_speaker::statuses::{Desired, DesiredStatuses, StatusWriter};
+use ferrolb_speaker::statuses::{Desired, DesiredStatuses, ObjectKey, StatusWriter};
 use ferrolb_tests::apiserver::{ApiServerConfig, ApiServerHandle};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Service};
@@ -176,24 +175,28 @@ async fn statuses_are_written_owned_and_only_this_nodes_are_deleted() {
 
     let desired = |name: &str, uid: &str| {
         (
-            ServiceId {
+            ObjectKey {
                 namespace: "shop".into(),
                 name: name.into(),
             },
-            Desired {
-                service_uid: uid.into(),
-                status: ServiceL2StatusStatus {
+            Desired::owned_by_service(
+                name,
+                uid,
+                ServiceL2StatusStatus {
                     node: "node-a".into(),
                     service_name: name.into(),
                     interfaces: vec![ferrolb_crds::InterfaceName::new("lan0").unwrap()],
                     ips: vec!["198.51.100.200".into()],
                 },
-            },
+            ),
         )
     };
     let both: DesiredStatuses = [desired("web", &uids[0]), desired("db", &uids[1])].into();
     let (sender, receiver) = watch::channel(both);
-    let writer = tokio::spawn(StatusWriter::new(client.clone(), "node-a").run(receiver));
+    let writer = tokio::spawn(
+        StatusWriter::<ServiceL2Status>::new(client.clone(), "node-a", "ferrolb-system")
+            .run(receiver),
+    );
     wait(|| async {
         statuses
             .list(&Default::default())

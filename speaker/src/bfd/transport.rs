@@ -175,31 +175,13 @@ pub fn ttl_from_control(control: &[u8]) -> Option<u8> {
     None
 }
 
-#[allow(unsafe_code)]
 fn set_int_option(
     socket: &Socket,
     level: libc::c_int,
     name: libc::c_int,
     value: libc::c_int,
 ) -> io::Result<()> {
-    let length = libc::socklen_t::try_from(size_of::<libc::c_int>())
-        .map_err(|_| io::Error::other("socket option length"))?;
-    // SAFETY: `value` is an initialised `c_int` of `length` bytes that outlives the call; the
-    // kernel only reads it.
-    let result = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            level,
-            name,
-            std::ptr::from_ref(&value).cast(),
-            length,
-        )
-    };
-    if result == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    crate::sockopt::set_option(socket, level, name, &value)
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Node, Secret, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube::{Api, Client, CustomResourceExt};
+use kube::{Api, Client};
 use serde_json::{Value, json};
 
 pub const NS: &str = "shop";
@@ -143,11 +143,7 @@ impl Cluster {
         .await?;
         let kube = api.client()?;
         let crds: Api<CustomResourceDefinition> = Api::all(kube.clone());
-        for crd in [
-            IPAddressPool::crd(),
-            L2Advertisement::crd(),
-            ServiceL2Status::crd(),
-        ] {
+        for crd in ferrolb_crds::manifests::all_crds() {
             create(&crds, serde_json::to_value(crd)?).await?;
         }
         let deadline = Instant::now() + Duration::from_secs(10);
