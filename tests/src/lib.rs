@@ -6,6 +6,7 @@
 //! cluster named by `FERROLB_TEST_KUBECONFIG`.
 
 pub mod apiserver;
+pub mod bgp_sessions;
 pub mod bird;
 pub mod components;
 pub mod demo;

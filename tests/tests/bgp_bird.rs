@@ -14,10 +14,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
@@ -25,14 +24,13 @@ use ferrolb_crds::Community;
 use ferrolb_speaker::bgp::advertisement::{AdvertisedAttributes, PeerRoutes};
 use ferrolb_speaker::bgp::{self, Families, Family, State};
 use ferrolb_speaker::bgp_connection::ConnectionConfig;
-use ferrolb_speaker::bgp_session_task::{SessionHandle, SessionId, SessionReport, SessionSpec};
-use ferrolb_speaker::probe::enter_netns;
+use ferrolb_speaker::bgp_session_task::SessionSpec;
+use ferrolb_tests::bgp_sessions::{Command, SessionThread};
 use ferrolb_tests::bird::{self, Bird, Neighbor, RouterConfig};
 use ferrolb_tests::harness::{root_available, skip};
 use ferrolb_tests::netlab::run;
 use ferrolb_tests::router_link::{IPV4, IPV6, NODE_LINK, RouterLink};
 use ipnet::IpNet;
-use tokio::sync::mpsc;
 
 const TEST: &str = "sessions_with_bird_advertise_tag_scale_and_withdraw";
 const ROUTER_ASN: u32 = 64512;
@@ -43,8 +41,6 @@ const IBGP_SOURCE: &str = "198.51.100.3";
 const WRONG_AS_SOURCE: &str = "198.51.100.4";
 const SCALE: u32 = 10_000;
 const SETTLE: Duration = Duration::from_secs(30);
-
-type Report = (String, SessionId, SessionReport);
 
 fn spec(peer: IpAddr, source: Option<IpAddr>, my_asn: u32) -> SessionSpec {
     let mut fsm = bgp::Config::new(my_asn, ROUTER_ASN, "198.51.100.2".parse().unwrap());
@@ -109,129 +105,6 @@ fn scale_routes() -> Arc<PeerRoutes> {
             })
             .collect(),
     )
-}
-
-enum Command {
-    Start(String, Box<SessionSpec>, Arc<PeerRoutes>),
-    Routes(String, Arc<PeerRoutes>),
-    Stop(String, std_mpsc::Sender<()>),
-}
-
-/// Our side: sessions on a thread inside the node's namespace.
-struct Node {
-    commands: mpsc::UnboundedSender<Command>,
-    reports: std_mpsc::Receiver<Report>,
-    latest: BTreeMap<String, SessionReport>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Node {
-    fn start(netns: &str) -> Self {
-        let (commands, mut commands_rx) = mpsc::unbounded_channel::<Command>();
-        let (reports_tx, reports) = std_mpsc::channel();
-        let netns = netns.to_owned();
-        let thread = std::thread::spawn(move || {
-            enter_netns(&netns).unwrap();
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let (tx, mut rx) = mpsc::unbounded_channel();
-                let forward = tokio::spawn(async move {
-                    while let Some(report) = rx.recv().await {
-                        if reports_tx.send(report).is_err() {
-                            break;
-                        }
-                    }
-                });
-                let mut sessions: BTreeMap<String, SessionHandle> = BTreeMap::new();
-                let mut next = 0;
-                while let Some(command) = commands_rx.recv().await {
-                    match command {
-                        Command::Start(name, spec, routes) => {
-                            next += 1;
-                            let handle =
-                                SessionHandle::start(name.clone(), next, *spec, routes, tx.clone());
-                            sessions.insert(name, handle);
-                        }
-                        Command::Routes(name, routes) => {
-                            if let Some(session) = sessions.get(&name) {
-                                session.set_routes(routes);
-                            }
-                        }
-                        Command::Stop(name, done) => {
-                            if let Some(session) = sessions.remove(&name) {
-                                session.stop().await;
-                            }
-                            let _ = done.send(());
-                        }
-                    }
-                }
-                for (_, session) in sessions {
-                    session.stop().await;
-                }
-                drop(tx);
-                let _ = forward.await;
-            });
-        });
-        Self {
-            commands,
-            reports,
-            latest: BTreeMap::new(),
-            thread: Some(thread),
-        }
-    }
-
-    fn send(&self, command: Command) {
-        self.commands.send(command).unwrap();
-    }
-
-    fn stop(&self, name: &str) {
-        let (done, stopped) = std_mpsc::channel();
-        self.send(Command::Stop(name.to_owned(), done));
-        stopped.recv_timeout(Duration::from_secs(5)).unwrap();
-    }
-
-    fn drain(&mut self) {
-        while let Ok((name, _, report)) = self.reports.try_recv() {
-            self.latest.insert(name, report);
-        }
-    }
-
-    /// Waits until `name`'s latest report satisfies `check`.
-    fn wait(
-        &mut self,
-        name: &str,
-        within: Duration,
-        what: &str,
-        check: impl Fn(&SessionReport) -> bool,
-    ) -> anyhow::Result<SessionReport> {
-        let deadline = Instant::now() + within;
-        loop {
-            self.drain();
-            if let Some(report) = self.latest.get(name).filter(|r| check(r)) {
-                return Ok(report.clone());
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "{name}: not {what} within {within:?}; last report {:?}",
-                    self.latest.get(name)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let (replacement, _) = mpsc::unbounded_channel();
-        drop(std::mem::replace(&mut self.commands, replacement));
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
 }
 
 fn wait_bird<T>(
@@ -315,7 +188,7 @@ fn sessions_with_bird_advertise_tag_scale_and_withdraw() -> anyhow::Result<()> {
         bfd: None,
     })?;
     let bird = Bird::start(&link.router, &config)?;
-    let mut node = Node::start(&link.node);
+    let mut node = SessionThread::start(&link.node)?;
     let result = scenario(&bird, &mut node);
     if result.is_err() {
         eprintln!("BIRD log:\n{}", bird.log());
@@ -323,7 +196,7 @@ fn sessions_with_bird_advertise_tag_scale_and_withdraw() -> anyhow::Result<()> {
     result
 }
 
-fn scenario(bird: &Bird, node: &mut Node) -> anyhow::Result<()> {
+fn scenario(bird: &Bird, node: &mut SessionThread) -> anyhow::Result<()> {
     let v4 = "198.51.100.200/32";
     let v6 = "2001:db8:1::200/128";
     let ibgp = "198.51.100.201/32";
@@ -331,12 +204,12 @@ fn scenario(bird: &Bird, node: &mut Node) -> anyhow::Result<()> {
         "node4".into(),
         Box::new(spec(IPV4.router_ip(), None, NODE_ASN)),
         routes(&[v4, v6]),
-    ));
+    ))?;
     node.send(Command::Start(
         "node6".into(),
         Box::new(spec(IPV6.router_ip(), None, NODE_ASN)),
         routes(&[v4, v6]),
-    ));
+    ))?;
     node.send(Command::Start(
         "nodeibgp".into(),
         Box::new(spec(
@@ -345,7 +218,7 @@ fn scenario(bird: &Bird, node: &mut Node) -> anyhow::Result<()> {
             ROUTER_ASN,
         )),
         routes(&[ibgp]),
-    ));
+    ))?;
     node.send(Command::Start(
         "nodewrongas".into(),
         Box::new(spec(
@@ -354,7 +227,7 @@ fn scenario(bird: &Bird, node: &mut Node) -> anyhow::Result<()> {
             NODE_ASN,
         )),
         routes(&[]),
-    ));
+    ))?;
     for name in ["node4", "node6", "nodeibgp"] {
         let report = node.wait(name, SETTLE, "Established", |r| {
             r.state == State::Established && r.advertised == 1
@@ -406,9 +279,9 @@ fn scenario(bird: &Bird, node: &mut Node) -> anyhow::Result<()> {
     println!("wrong AS: {} ({})", error.text, error.reason);
 
     // Scale: 10,000 /128s in few UPDATEs, all at the router.
-    let before = node.latest["node6"].updates_sent;
+    let before = node.latest()["node6"].updates_sent;
     let started = Instant::now();
-    node.send(Command::Routes("node6".into(), scale_routes()));
+    node.send(Command::Routes("node6".into(), scale_routes()))?;
     let report = node.wait("node6", SETTLE, "advertising 10,000 routes", |r| {
         r.advertised == SCALE as usize
     })?;
@@ -428,7 +301,7 @@ fn scenario(bird: &Bird, node: &mut Node) -> anyhow::Result<()> {
 
     // Stopping a session withdraws its routes (then says Cease): what SIGTERM does.
     let started = Instant::now();
-    node.stop("node4");
+    node.stop("node4")?;
     wait_bird(bird, Duration::from_secs(2), "withdrawing v4", |bird| {
         Ok(bird.routes_for(v4)?.is_empty().then_some(()))
     })?;
