@@ -111,10 +111,7 @@ pub async fn connect(config: &ConnectionConfig) -> io::Result<TcpStream> {
         Ok(result) => result,
         Err(_) => Err(io::Error::new(
             io::ErrorKind::TimedOut,
-            format!(
-                "no answer within {} s (a firewall, a wrong address, or a TCP MD5 password the router does not share)",
-                config.timeout.as_secs_f32()
-            ),
+            format!("no answer within {} s", config.timeout.as_secs_f32()),
         )),
     }
 }

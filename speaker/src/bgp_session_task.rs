@@ -602,7 +602,8 @@ impl Driver {
             && !self.spec.connection.password.is_empty()
         {
             text.push_str(
-                " (a TCP MD5 password is set: a router with another password, or none, drops the connection silently)",
+                " (a TCP MD5 password is set: a router with another password, or none, drops the \
+                 connection silently)",
             );
         }
         self.failed(error.reason(), text);
