@@ -29,6 +29,8 @@ use crate::statuses::{Desired, DesiredObjects, ObjectKey};
 const EVENT_INTERVAL: Duration = Duration::from_secs(60);
 /// What graceful restart offers as the restart time (MetalLB's and FRR's default).
 const RESTART_TIME: Duration = Duration::from_secs(120);
+/// The longest one TCP connect attempt waits (Linux gives up on SYNs after about two minutes).
+const MAX_CONNECT_ATTEMPT: Duration = Duration::from_secs(10);
 
 /// The Secrets passwords come from, as last read: by name, the data or why it is unusable.
 pub type Passwords = BTreeMap<String, Result<BTreeMap<String, Vec<u8>>, String>>;
@@ -129,7 +131,13 @@ pub fn session_spec(
     let mut fsm = bgp::Config::new(settings.my_asn, settings.peer_asn, router_id);
     fsm.hold_time = settings.hold_time;
     fsm.keepalive_time = settings.keepalive_time;
-    fsm.connect_time = settings.connect_time;
+    // connectTime is how long the attempts back off to (MetalLB's meaning); one attempt may
+    // take as long, but no longer than a connect usually can.
+    fsm.backoff.cap = settings.connect_time.max(Duration::from_secs(1));
+    fsm.backoff.initial = fsm.backoff.initial.min(fsm.backoff.cap);
+    fsm.connect_time = settings
+        .connect_time
+        .clamp(Duration::from_secs(1), MAX_CONNECT_ATTEMPT);
     // Each family over a session of its own family: the next hop is the session's address.
     let mut families = Families::NONE;
     families.insert(match settings.peer_address {
@@ -164,6 +172,7 @@ pub fn session_spec(
     } else {
         255
     };
+    let attempt = fsm.connect_time;
     Ok(SessionSpec {
         fsm,
         connection: ConnectionConfig {
@@ -171,7 +180,7 @@ pub fn session_spec(
             source: settings.source_address,
             password,
             ttl,
-            timeout: settings.connect_time,
+            timeout: attempt,
         },
         bfd,
     })

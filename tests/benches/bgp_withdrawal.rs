@@ -120,6 +120,7 @@ fn measure(link: &RouterLink, mode: &Mode) -> anyhow::Result<Vec<Duration>> {
             asn: 64513,
             password: None,
             bfd: mode.bfd,
+            local: None,
         }],
         hold_time: HOLD_TIME,
         bfd: mode.bfd.then_some((100, 100, 3)),

@@ -46,6 +46,9 @@ pub struct Neighbor {
     pub asn: u32,
     pub password: Option<String>,
     pub bfd: bool,
+    /// The router's address for this session, when not its `local_v4`/`local_v6` (a second
+    /// session from the same node, to a second router address).
+    pub local: Option<IpAddr>,
 }
 
 /// The router's side of the lab.
@@ -97,8 +100,19 @@ pub fn render(router: &RouterConfig) -> anyhow::Result<String> {
         } else {
             (router.local_v6, "ipv6")
         };
-        let local = local
+        let local = neighbor
+            .local
+            .or(local)
             .with_context(|| format!("no local {family} address for neighbor {}", neighbor.name))?;
+        if neighbor
+            .local
+            .is_some_and(|l| l.is_ipv4() != neighbor.address.is_ipv4())
+        {
+            bail!(
+                "neighbor {}: local address of another family",
+                neighbor.name
+            );
+        }
         writeln!(text, "protocol bgp {} {{", neighbor.name)?;
         writeln!(text, "  local {local} as {};", router.asn)?;
         writeln!(text, "  neighbor {} as {};", neighbor.address, neighbor.asn)?;
@@ -113,6 +127,11 @@ pub fn render(router: &RouterConfig) -> anyhow::Result<String> {
         }
         if neighbor.bfd {
             writeln!(text, "  bfd on;")?;
+        }
+        if neighbor.asn == router.asn {
+            // iBGP is multihop (next hops resolved through an IGP table) unless told otherwise:
+            // the nodes are on the router's LAN.
+            writeln!(text, "  direct;")?;
         }
         writeln!(text, "  {family} {{ import all; export none; }};")?;
         writeln!(text, "}}")?;
@@ -225,6 +244,25 @@ pub fn parse_routes(text: &str) -> Vec<Route> {
     routes
 }
 
+/// The `Neighbor ID:` of `show protocols all <name>` output.
+pub fn parse_neighbor_id(text: &str) -> Option<String> {
+    text.lines()
+        .find_map(|line| line.trim().strip_prefix("Neighbor ID:"))
+        .map(|id| id.trim().to_owned())
+}
+
+/// The (address, state) pairs of `show bfd sessions` output.
+pub fn parse_bfd_sessions(text: &str) -> Vec<(IpAddr, String)> {
+    text.lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let address = fields.next()?.parse().ok()?;
+            let _interface = fields.next()?;
+            Some((address, fields.next()?.to_owned()))
+        })
+        .collect()
+}
+
 /// BIRD running in one network namespace, in the foreground, with its own socket and pid file.
 #[derive(Debug)]
 pub struct Bird {
@@ -307,13 +345,15 @@ impl Bird {
             .stdin(Stdio::null())
             .output()
             .context("running birdc")?;
-        if !output.status.success() {
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        // `show route <prefix>` of a prefix BIRD does not hold fails with this: an empty answer.
+        if !output.status.success() && !stdout.contains("Network not found") {
             bail!(
-                "birdc {command}: {}",
+                "birdc {command}: {}{stdout}",
                 String::from_utf8_lossy(&output.stderr)
             );
         }
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        Ok(stdout)
     }
 
     pub fn protocols(&self) -> anyhow::Result<Vec<ProtocolState>> {
@@ -324,13 +364,31 @@ impl Bird {
         Ok(parse_routes(&self.birdc("show route all")?))
     }
 
-    /// The paths BIRD holds for `prefix` (e.g. `198.51.100.10/32`).
+    /// The paths BIRD holds for `prefix` (e.g. `198.51.100.10/32`), that prefix exactly.
     pub fn routes_for(&self, prefix: &str) -> anyhow::Result<Vec<Route>> {
-        Ok(self
-            .routes()?
-            .into_iter()
-            .filter(|r| r.prefix == prefix)
-            .collect())
+        // `show route <prefix>` asks for that network only: quick enough to poll every 20 ms.
+        Ok(
+            parse_routes(&self.birdc(&format!("show route {prefix} all"))?)
+                .into_iter()
+                .filter(|r| r.prefix == prefix)
+                .collect(),
+        )
+    }
+
+    /// `show protocols all <name>`: the protocol's details (neighbor ID, last error, ...).
+    pub fn protocol_details(&self, name: &str) -> anyhow::Result<String> {
+        check_name(name)?;
+        self.birdc(&format!("show protocols all {name}"))
+    }
+
+    /// The BGP identifier the neighbor of protocol `name` sent, once it has.
+    pub fn neighbor_id(&self, name: &str) -> anyhow::Result<Option<String>> {
+        Ok(parse_neighbor_id(&self.protocol_details(name)?))
+    }
+
+    /// BFD sessions of `show bfd sessions`: (neighbor address, state).
+    pub fn bfd_sessions(&self) -> anyhow::Result<Vec<(IpAddr, String)>> {
+        Ok(parse_bfd_sessions(&self.birdc("show bfd sessions")?))
     }
 
     pub fn log(&self) -> String {
@@ -417,6 +475,33 @@ Table master6:
     }
 
     #[test]
+    fn neighbor_ids_and_bfd_sessions_are_read() {
+        let details = "BIRD 2.0.12 ready.
+Name       Proto      Table      State  Since         Info
+node_a4    BGP        ---        up     10:00:01.000  Established
+  BGP state:          Established
+    Neighbor address: 198.51.100.10
+    Neighbor AS:      64513
+    Local AS:         64512
+    Neighbor ID:      198.51.100.10
+";
+        assert_eq!(parse_neighbor_id(details).as_deref(), Some("198.51.100.10"));
+        let bfd = "BIRD 2.0.12 ready.
+bfd1:
+IP address                Interface  State      Since         Interval  Timeout
+198.51.100.10             lan0       Up         10:00:02.000    0.100    0.300
+2001:db8:1::10            lan0       Down       10:00:01.000    1.000    0.000
+";
+        assert_eq!(
+            parse_bfd_sessions(bfd),
+            [
+                ("198.51.100.10".parse().unwrap(), "Up".to_owned()),
+                ("2001:db8:1::10".parse().unwrap(), "Down".to_owned())
+            ]
+        );
+    }
+
+    #[test]
     fn configurations_name_every_neighbor_with_its_options() {
         let text = render(&RouterConfig {
             router_id: "198.51.100.1".parse().unwrap(),
@@ -429,6 +514,7 @@ Table master6:
                 asn: 64512,
                 password: Some("s3cret".into()),
                 bfd: true,
+                local: None,
             }],
             hold_time: 9,
             bfd: Some((100, 100, 3)),
@@ -438,6 +524,26 @@ Table master6:
         assert!(text.contains("password \"s3cret\";"));
         assert!(text.contains("bfd on;"));
         assert!(text.contains("min rx interval 100 ms"));
+        assert!(!text.contains("direct;"), "eBGP is direct already");
+        let ibgp = render(&RouterConfig {
+            router_id: "198.51.100.1".parse().unwrap(),
+            asn: 64513,
+            local_v4: Some("198.51.100.1".parse().unwrap()),
+            local_v6: None,
+            neighbors: vec![Neighbor {
+                name: "ibgp".into(),
+                address: "198.51.100.11".parse().unwrap(),
+                asn: 64513,
+                password: None,
+                bfd: false,
+                local: Some("198.51.100.2".parse().unwrap()),
+            }],
+            hold_time: 9,
+            bfd: None,
+        })
+        .unwrap();
+        assert!(ibgp.contains("local 198.51.100.2 as 64513;"), "{ibgp}");
+        assert!(ibgp.contains("direct;"), "{ibgp}");
         let v6 = RouterConfig {
             router_id: "198.51.100.1".parse().unwrap(),
             asn: 64513,
@@ -449,6 +555,7 @@ Table master6:
                 asn: 1,
                 password: None,
                 bfd: false,
+                local: None,
             }],
             hold_time: 9,
             bfd: None,
@@ -481,6 +588,7 @@ Table master6:
                     asn: 64512,
                     password: Some("s3cret".into()),
                     bfd: true,
+                    local: None,
                 },
                 Neighbor {
                     name: "node1v6".into(),
@@ -488,6 +596,15 @@ Table master6:
                     asn: 64512,
                     password: None,
                     bfd: false,
+                    local: None,
+                },
+                Neighbor {
+                    name: "node1ibgp".into(),
+                    address: "198.51.100.11".parse().unwrap(),
+                    asn: 64513,
+                    password: None,
+                    bfd: false,
+                    local: Some("198.51.100.2".parse().unwrap()),
                 },
             ],
             hold_time: 9,

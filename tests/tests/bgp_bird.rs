@@ -171,6 +171,7 @@ fn sessions_with_bird_advertise_tag_scale_and_withdraw() -> anyhow::Result<()> {
         asn,
         password: None,
         bfd: false,
+        local: None,
     };
     let config = bird::render(&RouterConfig {
         router_id: "198.51.100.1".parse()?,
