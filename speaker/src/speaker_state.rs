@@ -123,7 +123,16 @@ pub struct SpeakerState {
     detections: Vec<Duration>,
     /// Said goodbye (SIGTERM): never answers again.
     released: bool,
+    /// IPs this node won from a peer that still counts alive, with when it may start
+    /// answering for them ([`HANDOVER_GRACE`]).
+    pending_handovers: BTreeMap<IpAddr, Instant>,
 }
+
+/// How long a node waits before answering for an IP that a live peer answered for. A change of
+/// inputs (an endpoint moving, a label, a selector) reaches each speaker through its own watch,
+/// some milliseconds apart; the old owner stops as soon as it hears, and this wait lets it hear
+/// first, so two nodes never answer at once. A dead or departed owner is not waited for.
+pub const HANDOVER_GRACE: Duration = Duration::from_millis(200);
 
 impl SpeakerState {
     pub fn new(node: &str, timing: HeartbeatTiming, burst: BurstPolicy) -> Self {
@@ -148,6 +157,7 @@ impl SpeakerState {
             computed_presence_ids: None,
             detections: Vec::new(),
             released: false,
+            pending_handovers: BTreeMap::new(),
         }
     }
 
@@ -422,7 +432,9 @@ impl SpeakerState {
     /// counts alive where. Most heartbeats change nothing, and an election over a large
     /// cluster is worth skipping.
     pub fn needs_recompute(&self, now: Instant) -> bool {
-        self.inputs_changed || self.computed_presence_ids.as_ref() != Some(&self.presence_ids(now))
+        self.inputs_changed
+            || self.pending_handovers.values().any(|&at| at <= now)
+            || self.computed_presence_ids.as_ref() != Some(&self.presence_ids(now))
     }
 
     /// Re-elects owners and updates what this node announces.
@@ -451,6 +463,7 @@ impl SpeakerState {
             .any(|heard| heard.contains(&self.node));
         if !present_somewhere {
             self.election = Election::default();
+            self.pending_handovers.clear();
             return self.announcer.withdraw_all();
         }
         let nodes: Vec<NodeFacts> = self
@@ -462,7 +475,7 @@ impl SpeakerState {
             })
             .collect();
         let services: Vec<ServiceFacts> = self.services.values().cloned().collect();
-        self.election = Election::run(ClusterView {
+        let previous = Election::run(ClusterView {
             nodes: &nodes,
             alive: Alive::Heard {
                 local: &self.node,
@@ -472,6 +485,7 @@ impl SpeakerState {
             advertisements: &self.advertisements,
             services: &services,
         });
+        let previous = std::mem::replace(&mut self.election, previous);
         let owned = match nodes.iter().find(|n| n.name == self.node) {
             Some(me) => self
                 .election
@@ -490,7 +504,38 @@ impl SpeakerState {
                 .collect(),
             None => BTreeMap::new(),
         };
+        let owned = self.defer_live_handovers(owned, &previous, now);
         self.announcer.assign(owned, now)
+    }
+
+    /// `owned` without the IPs newly taken from a peer that still counts alive, until
+    /// [`HANDOVER_GRACE`] has passed since this node first saw them won.
+    fn defer_live_handovers(
+        &mut self,
+        mut owned: BTreeMap<IpAddr, Assignment>,
+        previous: &Election,
+        now: Instant,
+    ) -> BTreeMap<IpAddr, Assignment> {
+        self.pending_handovers
+            .retain(|ip, _| owned.contains_key(ip));
+        let answered: BTreeSet<IpAddr> = self.announcer.owned().map(|(ip, _)| ip).collect();
+        for ip in owned.keys().filter(|ip| !answered.contains(ip)) {
+            let from_live_peer = previous.owner_of(*ip).is_some_and(|owner| {
+                owner != self.node
+                    && self
+                        .computed_presence
+                        .values()
+                        .any(|heard| heard.contains(owner))
+            });
+            if from_live_peer {
+                self.pending_handovers
+                    .entry(*ip)
+                    .or_insert(now + HANDOVER_GRACE);
+            }
+        }
+        self.pending_handovers.retain(|_, at| *at > now);
+        owned.retain(|ip, _| !self.pending_handovers.contains_key(ip));
+        owned
     }
 
     /// How long each peer found dead since the last call had gone unheard.
@@ -507,6 +552,7 @@ impl SpeakerState {
             .filter_map(|membership| membership.next_deadline(now))
             .chain(self.fenced_from(now))
             .chain(self.announcer.next_wakeup())
+            .chain(self.pending_handovers.values().copied())
             .min()
     }
 

@@ -617,3 +617,63 @@ mod failover_property {
         }
     }
 }
+
+/// node-a and node-b, with `excluded` carrying the exclude-from-external-load-balancers label.
+fn nodes_excluding(excluded: &str) -> [NodeFacts; 2] {
+    ["node-a", "node-b"].map(|name| NodeFacts {
+        name: name.into(),
+        labels: if name == excluded {
+            [(
+                crate::election::EXCLUDE_FROM_EXTERNAL_LOAD_BALANCERS.to_owned(),
+                String::new(),
+            )]
+            .into()
+        } else {
+            BTreeMap::new()
+        },
+        ..Default::default()
+    })
+}
+
+/// The owner gets excluded; the new owner learns it through its watch first and the old one
+/// `skew` later. Never both answer: the new owner waits for the old one to stop.
+#[test]
+fn a_live_owner_is_given_time_to_stop_before_its_ip_is_taken() {
+    let start = Instant::now();
+    let mut pair = Pair::new(start, TIMING.max_delay);
+    pair.run(start, 0, 1_000);
+    let owner = pair.owner();
+    let excluded = ["node-a", "node-b"][owner];
+    pair.speakers[1 - owner].set_nodes(nodes_excluding(excluded));
+    pair.run(start, 1_000, 30);
+    pair.speakers[owner].set_nodes(nodes_excluding(excluded));
+    let seen = pair.run(start, 1_030, 1_000);
+    assert_eq!(seen[owner].0, None, "the excluded owner stopped");
+    let takeover = seen[1 - owner].0.expect("taken over");
+    let grace = HANDOVER_GRACE.as_millis() as u64;
+    assert!(
+        (1_000 + grace..1_000 + grace + 5).contains(&takeover),
+        "taken over at {takeover} ms, once the grace had passed"
+    );
+}
+
+/// An old owner whose watch lags past the grace does not leave the IP unanswered: the new
+/// owner answers once the grace has passed, until the old one hears and stops.
+#[test]
+fn a_handover_slower_than_the_grace_is_still_made() {
+    let start = Instant::now();
+    let mut pair = Pair::new(start, TIMING.max_delay);
+    pair.run(start, 0, 1_000);
+    let owner = pair.owner();
+    pair.speakers[1 - owner].set_nodes(nodes_excluding(["node-a", "node-b"][owner]));
+    let grace = HANDOVER_GRACE.as_millis() as u64;
+    let mut taken = None;
+    for at in 1_000..1_000 + grace + 100 {
+        let now = start + Duration::from_millis(at);
+        pair.tick(now);
+        if pair.answering(now)[1 - owner] {
+            taken.get_or_insert(at);
+        }
+    }
+    assert!(taken.is_some_and(|at| at >= 1_000 + grace), "{taken:?}");
+}
