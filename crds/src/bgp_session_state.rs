@@ -113,7 +113,7 @@ pub enum BfdState {
 }
 
 /// What the speaker reports about the session.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BGPSessionStateStatus {
     /// The node whose session this is.

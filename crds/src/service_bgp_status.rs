@@ -67,7 +67,7 @@ pub fn object_name(service: &str, node: &str) -> String {
 pub struct ServiceBGPStatusSpec {}
 
 /// What the advertising speaker reports.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceBGPStatusStatus {
     /// The node that advertises.

@@ -62,7 +62,7 @@ use crate::schema::{self, OBJECT_NAME_PATTERN};
 pub struct ServiceL2StatusSpec {}
 
 /// What the announcing speaker reports.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceL2StatusStatus {
     /// The node that answers ARP/NDP for the Service's IPs.

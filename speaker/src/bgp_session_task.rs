@@ -72,7 +72,7 @@ pub struct SessionReport {
 }
 
 impl SessionReport {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             state: State::Idle,
             since: SystemTime::now(),
@@ -626,13 +626,12 @@ impl Driver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeSet;
 
     #[test]
     fn routes_take_the_local_address_as_next_hop_and_share_equal_attributes() {
         let mut routes = PeerRoutes::new();
         let tagged = AdvertisedAttributes {
-            communities: BTreeSet::from([
+            communities: Vec::from([
                 Community::Standard(64512 << 16 | 100),
                 Community::Large {
                     global_admin: 64512,

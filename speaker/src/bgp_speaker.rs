@@ -549,21 +549,45 @@ impl BgpSpeaker {
             .collect()
     }
 
-    /// This node's ServiceBGPStatuses: one per Service it advertises, owned by the Service
-    /// (`uid_of` gives its uid; Services without one are left out).
+    /// The peers whose session is Established now: only they have this node's routes.
+    pub fn established_peers(&self) -> BTreeSet<&str> {
+        self.peers
+            .iter()
+            .filter(|(_, slot)| {
+                slot.report
+                    .as_ref()
+                    .is_some_and(|report| report.state == State::Established)
+            })
+            .map(|(name, _)| name.as_str())
+            .collect()
+    }
+
+    /// This node's ServiceBGPStatuses: one per Service it advertises to some peer with an
+    /// Established session, naming those peers, owned by the Service (`uid_of` gives its uid;
+    /// Services without one are left out). A node whose sessions are all down has none.
     pub fn service_statuses(
         &self,
         uid_of: impl Fn(&ServiceId) -> Option<String>,
     ) -> DesiredObjects<ServiceBGPStatusStatus> {
+        let established = self.established_peers();
         self.decision
             .services
             .iter()
             .filter_map(|(id, advertised)| {
+                let peers: Vec<String> = advertised
+                    .peers
+                    .iter()
+                    .filter(|peer| established.contains(peer.as_str()))
+                    .cloned()
+                    .collect();
+                if peers.is_empty() {
+                    return None;
+                }
                 let uid = uid_of(id)?;
                 let status = ServiceBGPStatusStatus {
                     node: self.node.clone(),
                     service_name: id.name.clone(),
-                    peers: advertised.peers.iter().cloned().collect(),
+                    peers,
                     prefixes: advertised
                         .prefixes
                         .iter()
@@ -710,5 +734,56 @@ mod tests {
         assert_eq!(timers.desired_min_tx(), Duration::from_millis(100));
         assert_eq!(timers.required_min_rx(), Duration::from_millis(150));
         assert_eq!(timers.detect_mult(), 3);
+    }
+
+    /// A peer slot as a session in `state` leaves it.
+    fn slot(state: Option<State>) -> PeerSlot {
+        PeerSlot {
+            address: "198.51.100.1:179".into(),
+            session: None,
+            report: state.map(|state| SessionReport {
+                state,
+                ..SessionReport::new()
+            }),
+            not_started: None,
+            bfd: false,
+        }
+    }
+
+    #[test]
+    fn a_service_bgp_status_names_only_peers_with_an_established_session() {
+        let (reports, _) = tokio::sync::mpsc::unbounded_channel();
+        let mut speaker = BgpSpeaker::new("node-a", reports);
+        let web = ServiceId {
+            namespace: "shop".into(),
+            name: "web".into(),
+        };
+        speaker.decision.services.insert(
+            web.clone(),
+            advertisement::ServiceAdvertisement {
+                peers: ["tor-a", "tor-b"].map(String::from).into(),
+                prefixes: ["198.51.100.200/32".parse().unwrap()].into(),
+            },
+        );
+        speaker
+            .peers
+            .insert("tor-a".into(), slot(Some(State::Established)));
+        speaker
+            .peers
+            .insert("tor-b".into(), slot(Some(State::Active)));
+        let uid = |_: &ServiceId| Some("uid-1".to_owned());
+        let statuses = speaker.service_statuses(uid);
+        let only: Vec<_> = statuses.values().collect();
+        assert_eq!(only.len(), 1);
+        assert_eq!(only[0].status.peers, ["tor-a"]);
+        assert_eq!(only[0].status.prefixes, ["198.51.100.200/32"]);
+
+        // Every session down: the node advertises nothing, so it has no status for the Service.
+        speaker
+            .peers
+            .insert("tor-a".into(), slot(Some(State::Idle)));
+        assert!(speaker.service_statuses(uid).is_empty());
+        speaker.peers.insert("tor-a".into(), slot(None));
+        assert!(speaker.service_statuses(uid).is_empty());
     }
 }

@@ -35,6 +35,7 @@ pub mod cli;
 pub mod cluster;
 pub mod dataplane;
 pub mod election;
+pub mod event_queue;
 pub mod heap;
 pub mod heartbeat;
 pub mod heartbeat_keys;

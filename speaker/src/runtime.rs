@@ -17,7 +17,6 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use ferrolb_crds::service_class::qualifies;
 use ferrolb_crds::{
     BGPAdvertisement, BGPPeer, BGPSessionState, BGPSessionStateStatus, IPAddressPool,
     InterfaceName, L2Advertisement, ServiceBGPStatus, ServiceBGPStatusStatus,
@@ -25,9 +24,9 @@ use ferrolb_crds::{
 use futures::StreamExt;
 use futures::stream::{BoxStream, SelectAll};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::core::v1::{Node, ObjectReference, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event as KubeEvent, EventType, Reporter};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::{mpsc, watch};
@@ -37,9 +36,11 @@ use crate::bgp::advertisement::{AdvertisementFacts, BgpView, PeerFacts};
 use crate::bgp_session_task::{SessionId, SessionReport};
 use crate::bgp_speaker::{BgpEvent, BgpInputs, BgpSpeaker, NodeAddresses, Passwords};
 use crate::cli::Args;
-use crate::cluster::{lease, node, service};
+use crate::cluster::service_index::{ServiceIndex, ServicesChanged};
+use crate::cluster::{lease, node};
 use crate::dataplane::{ConflictSeen, DataPlane};
-use crate::election::{PoolFacts, ServiceId};
+use crate::election::PoolFacts;
+use crate::event_queue::EventQueue;
 use crate::heap::HeapTrimmer;
 use crate::heartbeat::{self, Heartbeat, HeartbeatTiming, Kind, NodeId, node_id, wire};
 use crate::heartbeat_keys::{KeyRing, SharedKeys, watch_keys};
@@ -50,7 +51,9 @@ use crate::metrics::Metrics;
 use crate::netlink::LinkMonitor;
 use crate::registration::{Registration, lease_selector};
 use crate::speaker_state::SpeakerState;
-use crate::statuses::{Desired, DesiredObjects, DesiredStatuses, ObjectKey, StatusWriter};
+use crate::statuses::{
+    Desired, DesiredObjects, DesiredSender, DesiredStatuses, ObjectKey, StatusWriter,
+};
 use crate::thread_priority::set_current_thread_nice;
 
 /// At most one conflict event per IP in this interval.
@@ -65,6 +68,12 @@ const HEARTBEAT_WARNING_INTERVAL: Duration = Duration::from_secs(60);
 const STARTUP_HOLD: Duration = Duration::from_secs(1);
 /// How often the gauges are refreshed (besides after every election).
 const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
+/// A BGP reconcile reads every Service: after one that took `t`, the next waits `t` times
+/// this (at most [`BGP_COALESCE_MAX`]), so reconciles take at most a fifth of the time and a
+/// burst of thousands of Service events is folded into a few passes. With few Services a
+/// reconcile takes microseconds and nothing waits.
+const BGP_COALESCE_FACTOR: u32 = 4;
+const BGP_COALESCE_MAX: Duration = Duration::from_millis(200);
 /// A goodbye is sent this many times (a lost one costs its peers the dead time).
 const GOODBYE_COPIES: usize = 2;
 
@@ -200,17 +209,14 @@ impl<K: Resource> Store<K> {
 
 struct Speaker {
     node: String,
-    client: Client,
-    reporter: Reporter,
-    lb_class: Option<String>,
+    events: EventQueue,
     health: Arc<Health>,
     state: SpeakerState,
     dataplane: DataPlane,
     links: Vec<LinkState>,
     leases: Store<Lease>,
     nodes: Store<Node>,
-    services: Store<Service>,
-    slices: Store<EndpointSlice>,
+    services: ServiceIndex,
     pools: Store<IPAddressPool>,
     advertisements: Store<L2Advertisement>,
     bgp_peers: Store<BGPPeer>,
@@ -218,13 +224,15 @@ struct Speaker {
     bgp: BgpSpeaker,
     /// Something BGP mode reads changed since it was last reconciled.
     bgp_dirty: bool,
+    /// The next reconcile waits until then ([`BGP_COALESCE_FACTOR`]).
+    bgp_not_before: Instant,
     passwords: Passwords,
     password_secrets_tx: watch::Sender<BTreeSet<String>>,
-    session_states_tx: watch::Sender<DesiredObjects<BGPSessionStateStatus>>,
-    bgp_statuses_tx: watch::Sender<DesiredObjects<ServiceBGPStatusStatus>>,
+    session_states_tx: DesiredSender<BGPSessionStateStatus>,
+    bgp_statuses_tx: DesiredSender<ServiceBGPStatusStatus>,
     namespace: String,
     interfaces_tx: watch::Sender<String>,
-    statuses_tx: watch::Sender<DesiredStatuses>,
+    statuses_tx: DesiredSender<ferrolb_crds::ServiceL2StatusStatus>,
     /// When this node's own registration first arrived through its watch: nothing is announced
     /// until [`STARTUP_HOLD`] after it.
     registered_at: Option<Instant>,
@@ -254,16 +262,14 @@ impl Speaker {
     fn synced(&self) -> bool {
         self.leases.synced
             && self.nodes.synced
-            && self.services.synced
-            && self.slices.synced
+            && self.services.synced()
             && self.pools.synced
             && self.advertisements.synced
     }
 
     fn bgp_synced(&self) -> bool {
         self.nodes.synced
-            && self.services.synced
-            && self.slices.synced
+            && self.services.synced()
             && self.pools.synced
             && self.bgp_peers.synced
             && self.bgp_advertisements.synced
@@ -273,7 +279,11 @@ impl Speaker {
         self.watch_failing = matches!(input, Input::WatchError(..));
         if !matches!(
             input,
-            Input::Lease(_) | Input::Advertisement(_) | Input::WatchError(..)
+            Input::Lease(_)
+                | Input::Advertisement(_)
+                | Input::Service(_)
+                | Input::Slice(_)
+                | Input::WatchError(..)
         ) {
             self.bgp_dirty = true;
         }
@@ -291,14 +301,12 @@ impl Speaker {
                 }
             }
             Input::Service(event) => {
-                if self.services.apply(*event) {
-                    self.update_services();
-                }
+                let changed = self.services.service_event(*event);
+                self.services_changed(changed);
             }
             Input::Slice(event) => {
-                if self.slices.apply(*event) {
-                    self.update_services();
-                }
+                let changed = self.services.slice_event(*event);
+                self.services_changed(changed);
             }
             Input::Pool(event) => {
                 if self.pools.apply(*event) {
@@ -401,11 +409,12 @@ impl Speaker {
     }
 
     /// BGP mode: sessions, routes, and what they report, brought in line with the watches.
-    fn reconcile_bgp(&mut self) {
-        if !self.bgp_dirty || !self.bgp_synced() {
+    fn reconcile_bgp(&mut self, now: Instant) {
+        if !self.bgp_dirty || !self.bgp_synced() || now < self.bgp_not_before {
             return;
         }
         self.bgp_dirty = false;
+        let started = Instant::now();
         let peers = self.peer_facts();
         let advertisements: Vec<AdvertisementFacts> = self
             .bgp_advertisements
@@ -416,7 +425,6 @@ impl Speaker {
                 spec: a.spec.clone(),
             })
             .collect();
-        let services: Vec<_> = self.state.services().cloned().collect();
         let addresses = self.node_addresses();
         let node = self.state.node(&self.node).cloned();
         let view = node.as_ref().map(|node| BgpView {
@@ -424,7 +432,7 @@ impl Speaker {
             peers: &peers,
             advertisements: &advertisements,
             pools: self.state.pools(),
-            services: &services,
+            services: self.state.services(),
         });
         let events = self.bgp.reconcile(BgpInputs {
             view,
@@ -434,18 +442,18 @@ impl Speaker {
         for event in events {
             self.publish_bgp_event(event);
         }
-        let statuses = self.bgp.service_statuses(|id| {
-            self.services
-                .objects
-                .get(&(id.namespace.clone(), id.name.clone()))
-                .and_then(|s| s.metadata.uid.clone())
-        });
-        self.bgp_statuses_tx.send_if_modified(|current| {
-            let changed = *current != statuses;
-            *current = statuses;
-            changed
-        });
+        self.update_service_bgp_statuses();
         self.update_session_states();
+        let took = started.elapsed();
+        self.bgp_not_before = Instant::now() + (took * BGP_COALESCE_FACTOR).min(BGP_COALESCE_MAX);
+    }
+
+    /// The ServiceBGPStatuses follow the decision and which sessions are Established.
+    fn update_service_bgp_statuses(&mut self) {
+        let statuses = self
+            .bgp
+            .service_statuses(|id| self.services.uid(id).map(str::to_owned));
+        self.bgp_statuses_tx.set(statuses);
     }
 
     fn update_session_states(&mut self) {
@@ -458,11 +466,7 @@ impl Speaker {
             return;
         };
         let states = self.bgp.session_states(&self.namespace, &uid);
-        self.session_states_tx.send_if_modified(|current| {
-            let changed = *current != states;
-            *current = states;
-            changed
-        });
+        self.session_states_tx.set(states);
     }
 
     fn session_report(
@@ -501,12 +505,8 @@ impl Speaker {
                 note,
             } => {
                 tracing::info!(service = %format!("{}/{}", service.namespace, service.name), reason, "{note}");
-                if let Some(object) = self
-                    .services
-                    .objects
-                    .get(&(service.namespace.clone(), service.name.clone()))
-                {
-                    self.publish(object, EventType::Normal, reason, note);
+                if let Some(reference) = self.services.reference(&service) {
+                    self.publish(reference, EventType::Normal, reason, note);
                 }
             }
         }
@@ -558,28 +558,21 @@ impl Speaker {
             .set_known(self.state.registered_ids().collect());
     }
 
-    fn update_services(&mut self) {
-        let mut slices: BTreeMap<ServiceId, Vec<EndpointSlice>> = BTreeMap::new();
-        for slice in self.slices.objects.values() {
-            if let Some(id) = service::slice_service(slice) {
-                slices.entry(id).or_default().push(slice.clone());
+    /// The election's copy of the Services' facts, brought up to date with what changed.
+    fn services_changed(&mut self, changed: ServicesChanged) {
+        match changed {
+            ServicesChanged::Nothing => return,
+            ServicesChanged::Some(ids) => {
+                for id in ids {
+                    match self.services.facts(&id) {
+                        Some(facts) => self.state.upsert_service(facts),
+                        None => self.state.remove_service(&id),
+                    }
+                }
             }
+            ServicesChanged::All => self.state.set_services(self.services.all_facts()),
         }
-        let lb_class = self.lb_class.as_deref();
-        let facts: Vec<_> = self
-            .services
-            .objects
-            .values()
-            .filter(|s| qualifies(s, lb_class))
-            .filter_map(|s| {
-                let id = ServiceId {
-                    namespace: s.namespace()?,
-                    name: s.name_any(),
-                };
-                service::service_facts(s, slices.get(&id).map(Vec::as_slice).unwrap_or(&[]))
-            })
-            .collect();
-        self.state.set_services(facts);
+        self.bgp_dirty = true;
     }
 
     async fn refresh_links(&mut self, monitor: &LinkMonitor, now: Instant) {
@@ -804,12 +797,7 @@ impl Speaker {
             action: action.to_owned(),
             secondary: None,
         };
-        let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
-        tokio::spawn(async move {
-            if let Err(error) = recorder.publish(&event, &reference).await {
-                tracing::warn!(%error, "publishing an event failed");
-            }
-        });
+        self.events.publish(event, reference);
     }
 
     /// Sockets and groups for what is announced now; metrics; the statuses to write.
@@ -842,11 +830,7 @@ impl Speaker {
             .metrics
             .set_ips_without_owner(self.state.ips_without_owner());
         let desired = self.desired_statuses();
-        self.statuses_tx.send_if_modified(|current| {
-            let changed = *current != desired;
-            *current = desired;
-            changed
-        });
+        self.statuses_tx.set(desired);
     }
 
     fn update_gauges(&self, now: Instant) {
@@ -873,9 +857,8 @@ impl Speaker {
             .statuses()
             .into_iter()
             .filter_map(|(id, status)| {
-                let key = (id.namespace.clone(), id.name.clone());
-                let uid = self.services.objects.get(&key)?.metadata.uid.clone()?;
-                let desired = Desired::owned_by_service(&id.name, &uid, status);
+                let uid = self.services.uid(&id)?;
+                let desired = Desired::owned_by_service(&id.name, uid, status);
                 Some((
                     ObjectKey {
                         namespace: id.namespace,
@@ -887,23 +870,11 @@ impl Speaker {
             .collect()
     }
 
-    fn services_with(&self, ip: IpAddr) -> Vec<Service> {
+    /// What events about `ip` refer to: the Services holding it.
+    fn services_with(&self, ip: IpAddr) -> Vec<ObjectReference> {
         self.services
-            .objects
-            .values()
-            .filter(|s| qualifies(s, self.lb_class.as_deref()))
-            .filter(|s| {
-                s.status
-                    .as_ref()
-                    .and_then(|st| st.load_balancer.as_ref())
-                    .and_then(|lb| lb.ingress.as_ref())
-                    .is_some_and(|ingress| {
-                        ingress
-                            .iter()
-                            .any(|i| i.ip.as_deref().and_then(|t| t.parse().ok()) == Some(ip))
-                    })
-            })
-            .cloned()
+            .services_with(ip)
+            .filter_map(|id| self.services.reference(id))
             .collect()
     }
 
@@ -936,8 +907,8 @@ impl Speaker {
                 ),
             };
             tracing::info!(%ip, reason, "{note}");
-            for object in self.services_with(ip) {
-                self.publish(&object, EventType::Normal, reason, note.clone());
+            for reference in self.services_with(ip) {
+                self.publish(reference, EventType::Normal, reason, note.clone());
             }
         }
     }
@@ -958,14 +929,13 @@ impl Speaker {
             conflict.claim.mac, conflict.interface, self.node
         );
         tracing::warn!(%ip, "{note}");
-        for object in self.services_with(ip) {
-            self.publish(&object, EventType::Warning, "IPConflict", note.clone());
+        for reference in self.services_with(ip) {
+            self.publish(reference, EventType::Warning, "IPConflict", note.clone());
         }
     }
 
-    /// Publishes an event in the background (only `create` is granted: a fresh Recorder each).
-    fn publish(&self, object: &Service, type_: EventType, reason: &str, note: String) {
-        let reference = object.object_ref(&());
+    /// Publishes an event in the background.
+    fn publish(&self, reference: ObjectReference, type_: EventType, reason: &str, note: String) {
         let event = KubeEvent {
             type_,
             reason: reason.to_owned(),
@@ -973,12 +943,7 @@ impl Speaker {
             action: "Announce".to_owned(),
             secondary: None,
         };
-        let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
-        tokio::spawn(async move {
-            if let Err(error) = recorder.publish(&event, &reference).await {
-                tracing::warn!(%error, "publishing an event failed");
-            }
-        });
+        self.events.publish(event, reference);
     }
 
     /// What the packet readers answer from: the fence, owned IPs, links and FerroLB MACs.
@@ -1112,37 +1077,38 @@ pub async fn run(args: Args, timing: HeartbeatTiming) -> anyhow::Result<()> {
     } = receivers;
 
     let (interfaces_tx, interfaces_rx) = watch::channel(String::from("[]"));
-    let (statuses_tx, statuses_rx) = watch::channel(DesiredStatuses::new());
+    let (statuses_tx, statuses_rx) = DesiredSender::channel();
     let (written_tx, mut written_rx) = mpsc::unbounded_channel();
     let (reports_tx, mut reports_rx) = mpsc::unbounded_channel();
     let (password_secrets_tx, password_secrets_rx) = watch::channel(BTreeSet::new());
     let (passwords_tx, mut passwords_rx) = mpsc::unbounded_channel();
-    let (session_states_tx, session_states_rx) = watch::channel(DesiredObjects::new());
-    let (bgp_statuses_tx, bgp_statuses_rx) = watch::channel(DesiredObjects::new());
+    let (session_states_tx, session_states_rx) = DesiredSender::channel();
+    let (bgp_statuses_tx, bgp_statuses_rx) = DesiredSender::channel();
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let mut speaker = Speaker {
         node: args.node_name.clone(),
-        client: client.clone(),
-        reporter: Reporter {
-            controller: "ferrolb-speaker".into(),
-            instance: Some(args.node_name.clone()),
-        },
-        lb_class: args.lb_class.clone(),
+        events: EventQueue::start(
+            client.clone(),
+            Reporter {
+                controller: "ferrolb-speaker".into(),
+                instance: Some(args.node_name.clone()),
+            },
+        ),
         health: health.clone(),
         state: SpeakerState::new(&args.node_name, timing, BurstPolicy::default()),
         dataplane,
         links: Vec::new(),
         leases: Store::new(),
         nodes: Store::new(),
-        services: Store::new(),
-        slices: Store::new(),
+        services: ServiceIndex::new(args.lb_class.clone()),
         pools: Store::new(),
         advertisements: Store::new(),
         bgp_peers: Store::new(),
         bgp_advertisements: Store::new(),
         bgp: BgpSpeaker::new(&args.node_name, reports_tx),
         bgp_dirty: true,
+        bgp_not_before: Instant::now(),
         passwords: Passwords::new(),
         password_secrets_tx,
         session_states_tx,
@@ -1219,6 +1185,10 @@ pub async fn run(args: Args, timing: HeartbeatTiming) -> anyhow::Result<()> {
             // nothing for the stall time distrusts every absence: it steps at least twice as
             // often, so only a real stall of the process counts as one.
             .chain([now + timing.stall() / 2])
+            .chain(
+                (speaker.bgp_dirty && speaker.bgp_not_before > now)
+                    .then_some(speaker.bgp_not_before),
+            )
             .min()
             .unwrap_or(now + timing.interval);
         tokio::select! {
@@ -1235,9 +1205,14 @@ pub async fn run(args: Args, timing: HeartbeatTiming) -> anyhow::Result<()> {
             }
             Some((peer, session, report)) = reports_rx.recv() => {
                 let now = Instant::now();
+                let established: BTreeSet<String> =
+                    speaker.bgp.established_peers().into_iter().map(str::to_owned).collect();
                 speaker.session_report(&peer, session, report, now);
                 while let Ok((peer, session, report)) = reports_rx.try_recv() {
                     speaker.session_report(&peer, session, report, now);
+                }
+                if speaker.bgp.established_peers().into_iter().ne(established.iter().map(String::as_str)) {
+                    speaker.update_service_bgp_statuses();
                 }
                 speaker.update_session_states();
             }
@@ -1290,7 +1265,7 @@ pub async fn run(args: Args, timing: HeartbeatTiming) -> anyhow::Result<()> {
         }
         let now = Instant::now();
         speaker.step(now);
-        speaker.reconcile_bgp();
+        speaker.reconcile_bgp(now);
         accepted.set_eager(speaker.state.rejoining(now));
         if speaker.snapshot_dirty {
             speaker.publish_snapshot(now);
@@ -1317,11 +1292,9 @@ pub async fn run(args: Args, timing: HeartbeatTiming) -> anyhow::Result<()> {
     key_watch.abort();
     // Remove this node's ServiceL2Statuses (the new owners write theirs), its
     // ServiceBGPStatuses and BGPSessionStates (its sessions are closed).
-    speaker.statuses_tx.send_replace(DesiredStatuses::new());
-    speaker.bgp_statuses_tx.send_replace(DesiredObjects::new());
-    speaker
-        .session_states_tx
-        .send_replace(DesiredObjects::new());
+    speaker.statuses_tx.set(DesiredStatuses::new());
+    speaker.bgp_statuses_tx.set(DesiredObjects::new());
+    speaker.session_states_tx.set(DesiredObjects::new());
     drop(speaker);
     let _ = tokio::time::timeout(Duration::from_secs(3), futures::future::join_all(writers)).await;
     server.abort();

@@ -18,7 +18,7 @@ use crate::announcer::{
 };
 use crate::election::{
     Alive, ClusterView, Election, NodeFacts, PoolFacts, PublishedInterface, ServiceFacts,
-    ServiceId, candidate_interfaces, gratuitous_interval,
+    ServiceId, Services, candidate_interfaces, gratuitous_interval,
 };
 use crate::heartbeat::{self, Heartbeat, HeartbeatTiming, Membership, NodeId, node_id};
 use crate::packet::{Inbound, MacAddr, ParseError, parse_frame};
@@ -111,7 +111,7 @@ pub struct SpeakerState {
     published: BTreeMap<String, Vec<PublishedInterface>>,
     pools: Vec<PoolFacts>,
     advertisements: Vec<L2AdvertisementSpec>,
-    services: BTreeMap<ServiceId, ServiceFacts>,
+    services: Services,
     election: Election,
     announcer: Announcer,
     /// What the last recompute was based on, to tell whether another would change anything.
@@ -314,8 +314,8 @@ impl SpeakerState {
         &self.pools
     }
 
-    pub fn services(&self) -> impl Iterator<Item = &ServiceFacts> {
-        self.services.values()
+    pub fn services(&self) -> &Services {
+        &self.services
     }
 
     pub fn set_nodes(&mut self, nodes: impl IntoIterator<Item = NodeFacts>) {
@@ -339,6 +339,19 @@ impl SpeakerState {
     pub fn set_services(&mut self, services: impl IntoIterator<Item = ServiceFacts>) {
         self.services = services.into_iter().map(|s| (s.id.clone(), s)).collect();
         self.inputs_changed = true;
+    }
+
+    /// One Service's facts, new or changed.
+    pub fn upsert_service(&mut self, facts: ServiceFacts) {
+        if self.services.get(&facts.id) != Some(&facts) {
+            self.services.insert(facts.id.clone(), facts);
+            self.inputs_changed = true;
+        }
+    }
+
+    /// A Service this node no longer may announce.
+    pub fn remove_service(&mut self, id: &ServiceId) {
+        self.inputs_changed |= self.services.remove(id).is_some();
     }
 
     /// This node's interfaces that are up, with their MACs (from rtnetlink).
@@ -474,7 +487,6 @@ impl SpeakerState {
                 ..node.clone()
             })
             .collect();
-        let services: Vec<ServiceFacts> = self.services.values().cloned().collect();
         let previous = Election::run(ClusterView {
             nodes: &nodes,
             alive: Alive::Heard {
@@ -483,7 +495,7 @@ impl SpeakerState {
             },
             pools: &self.pools,
             advertisements: &self.advertisements,
-            services: &services,
+            services: &self.services,
         });
         let previous = std::mem::replace(&mut self.election, previous);
         let owned = match nodes.iter().find(|n| n.name == self.node) {

@@ -5,6 +5,9 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::marker::PhantomData;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ferrolb_crds::bgp_session_state::NODE_LABEL;
@@ -26,6 +29,10 @@ use tokio::sync::watch;
 
 pub const FIELD_MANAGER: &str = "ferrolb-speaker";
 const RETRY_DELAY: Duration = Duration::from_secs(1);
+/// Objects per page when listing leftovers, and the most pages read (a bound on the loop:
+/// 2,000 pages are a million objects).
+const LIST_PAGE: u32 = 500;
+const MAX_LIST_PAGES: usize = 2_000;
 
 /// A status kind this node writes: objects with an empty spec whose status names the node.
 pub trait NodeStatus:
@@ -38,7 +45,7 @@ pub trait NodeStatus:
     + Sync
     + 'static
 {
-    type Status: Clone + Debug + PartialEq + Serialize + Send + Sync + 'static;
+    type Status: Clone + Debug + PartialEq + Hash + Serialize + Send + Sync + 'static;
     /// Leftovers are listed in the speakers' namespace by the node label (the kind lives
     /// there), rather than in every namespace.
     const IN_SYSTEM_NAMESPACE: bool;
@@ -144,6 +151,39 @@ pub fn owner(api_version: &str, kind: &str, name: &str, uid: &str) -> OwnerRefer
 }
 
 pub type DesiredObjects<S> = BTreeMap<ObjectKey, Desired<S>>;
+
+/// The desired objects as a writer receives them: shared, not copied (with thousands of
+/// Services each copy would cost megabytes).
+pub type DesiredReceiver<S> = watch::Receiver<Arc<DesiredObjects<S>>>;
+
+/// The runtime's end of a writer's channel.
+pub struct DesiredSender<S>(watch::Sender<Arc<DesiredObjects<S>>>);
+
+impl<S: PartialEq> DesiredSender<S> {
+    pub fn channel() -> (Self, DesiredReceiver<S>) {
+        let (sender, receiver) = watch::channel(Arc::new(DesiredObjects::new()));
+        (Self(sender), receiver)
+    }
+
+    /// Replaces the desired objects when they differ, which wakes the writer.
+    pub fn set(&self, desired: DesiredObjects<S>) {
+        self.0.send_if_modified(|current| {
+            let changed = **current != desired;
+            if changed {
+                *current = Arc::new(desired);
+            }
+            changed
+        });
+    }
+}
+
+/// What identifies a written status: a hash rather than a copy, since a copy of every status
+/// written would double the memory the desired ones take.
+fn fingerprint<S: Hash>(status: &S) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    status.hash(&mut hasher);
+    hasher.finish()
+}
 /// The ServiceL2Statuses, one per announced Service, named after it.
 pub type DesiredStatuses = DesiredObjects<ServiceL2StatusStatus>;
 
@@ -155,8 +195,9 @@ pub struct StatusWriter<K: NodeStatus> {
     client: Client,
     node: String,
     system_namespace: String,
-    /// What was written; an adopted leftover has no owner or labels to compare.
-    written: BTreeMap<ObjectKey, Option<K::Status>>,
+    /// What was written, by [`fingerprint`]; an adopted leftover has none to compare.
+    written: BTreeMap<ObjectKey, Option<u64>>,
+    kind: PhantomData<K>,
 }
 
 impl<K: NodeStatus> StatusWriter<K> {
@@ -167,6 +208,7 @@ impl<K: NodeStatus> StatusWriter<K> {
             node: node.to_owned(),
             system_namespace: system_namespace.to_owned(),
             written: BTreeMap::new(),
+            kind: PhantomData,
         }
     }
 
@@ -224,7 +266,7 @@ impl<K: NodeStatus> StatusWriter<K> {
 
     /// Those that name this node, from an earlier run of this speaker.
     async fn adopt_leftovers(&mut self) -> Result<(), kube::Error> {
-        let (api, params) = if K::IN_SYSTEM_NAMESPACE {
+        let (api, params): (Api<K>, _) = if K::IN_SYSTEM_NAMESPACE {
             (
                 self.api(&self.system_namespace),
                 ListParams::default().labels(&format!(
@@ -235,16 +277,25 @@ impl<K: NodeStatus> StatusWriter<K> {
         } else {
             (Api::all(self.client.clone()), ListParams::default())
         };
-        for object in api.list(&params).await? {
-            let (Some(namespace), Some(name)) =
-                (object.meta().namespace.clone(), object.meta().name.clone())
-            else {
-                continue;
-            };
-            if object.written().map(K::node_of) != Some(self.node.as_str()) {
-                continue;
+        // In pages: with every node's status of every Service, one list could be huge.
+        let mut params = params.limit(LIST_PAGE);
+        for _ in 0..MAX_LIST_PAGES {
+            let page = api.list(&params).await?;
+            for object in &page.items {
+                let (Some(namespace), Some(name)) =
+                    (object.meta().namespace.clone(), object.meta().name.clone())
+                else {
+                    continue;
+                };
+                if object.written().map(K::node_of) != Some(self.node.as_str()) {
+                    continue;
+                }
+                self.written.insert(ObjectKey { namespace, name }, None);
             }
-            self.written.insert(ObjectKey { namespace, name }, None);
+            match page.metadata.continue_.filter(|token| !token.is_empty()) {
+                Some(token) => params = params.continue_token(&token),
+                None => break,
+            }
         }
         Ok(())
     }
@@ -253,12 +304,13 @@ impl<K: NodeStatus> StatusWriter<K> {
     async fn reconcile(&mut self, desired: &DesiredObjects<K::Status>) -> bool {
         let mut complete = true;
         for (key, want) in desired {
-            if self.written.get(key).and_then(Option::as_ref) == Some(&want.status) {
+            let fingerprint = fingerprint(&want.status);
+            if self.written.get(key).copied().flatten() == Some(fingerprint) {
                 continue;
             }
             match self.write(key, want).await {
                 Ok(()) => {
-                    self.written.insert(key.clone(), Some(want.status.clone()));
+                    self.written.insert(key.clone(), Some(fingerprint));
                 }
                 Err(error) => {
                     tracing::warn!(kind = %K::kind(&()), object = %format!("{}/{}", key.namespace, key.name), %error, "writing a status object failed");
@@ -287,7 +339,7 @@ impl<K: NodeStatus> StatusWriter<K> {
     }
 
     /// Follows `desired` until it closes, and leaves nothing behind once it was emptied.
-    pub async fn run(mut self, mut desired: watch::Receiver<DesiredObjects<K::Status>>) {
+    pub async fn run(mut self, mut desired: DesiredReceiver<K::Status>) {
         let mut adopted = false;
         loop {
             if !adopted {

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use ferrolb_crds::{BGPAdvertisement, BGPPeer, IPAddressPool};
-use ferrolb_tests::bird::{self, Bird, Neighbor, RouterConfig};
+use ferrolb_tests::bird::{self, Bird, RouterConfig};
 use ferrolb_tests::netlab::Role;
 use futures::StreamExt;
 use kube::Api;
@@ -77,13 +77,15 @@ fn metric_sum(cluster: &Cluster, metric: &str) -> f64 {
         .sum()
 }
 
-fn rss_kib(pid: u32) -> u64 {
+/// A field of /proc/<pid>/status, in KiB (VmRSS; RssAnon: heap and stacks; RssFile: the
+/// binary's pages).
+fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|status| {
             status
                 .lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
@@ -94,28 +96,7 @@ fn router_config(
     local: (IpAddr, IpAddr),
     with_v4: bool,
 ) -> anyhow::Result<String> {
-    let mut neighbors = Vec::new();
-    for node in &cluster.nodes {
-        let name = node.name.replace('-', "_");
-        if with_v4 {
-            neighbors.push(Neighbor {
-                name: format!("{name}_v4"),
-                address: IpAddr::V4(node.lan_ipv4),
-                asn: NODE_ASN,
-                password: None,
-                bfd: false,
-                local: None,
-            });
-        }
-        neighbors.push(Neighbor {
-            name: format!("{name}_v6"),
-            address: IpAddr::V6(node.lan_ipv6),
-            asn: NODE_ASN,
-            password: None,
-            bfd: false,
-            local: None,
-        });
-    }
+    let neighbors = cluster.bird_neighbors(NODE_ASN, with_v4.then_some(false), Some(false));
     let IpAddr::V4(router_id) = local.0 else {
         bail!("router ID");
     };
@@ -295,15 +276,23 @@ async fn run() -> anyhow::Result<()> {
         all.as_secs_f64(),
         updates / 6.0
     );
-    let rss: Vec<u64> = cluster
+    let memory: Vec<String> = cluster
         .speakers
         .values()
-        .map(|speaker| rss_kib(speaker.pid()))
+        .map(|speaker| {
+            let pid = speaker.pid();
+            format!(
+                "{} KiB (anon {}, file {})",
+                status_kib(pid, "VmRSS:"),
+                status_kib(pid, "RssAnon:"),
+                status_kib(pid, "RssFile:")
+            )
+        })
         .collect();
     println!(
-        "speaker RSS with {} IPs advertised to 2 IPv6 peers: {:?} KiB (target < 30 MiB)",
+        "speaker RSS with {} IPs advertised to 2 IPv6 peers: {} (target < 30 MiB)",
         u64::from(SCALE) + ONE_AT_A_TIME as u64,
-        rss
+        memory.join("; ")
     );
     drop(birds);
     cluster.stop().await;

@@ -11,17 +11,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure};
 use ferrolb_speaker::bfd::Timers;
+use ferrolb_speaker::bgp::State;
 use ferrolb_speaker::bgp::advertisement::{AdvertisedAttributes, PeerRoutes};
-use ferrolb_speaker::bgp::{self, Families, Family, State};
-use ferrolb_speaker::bgp_connection::ConnectionConfig;
 use ferrolb_speaker::bgp_session_task::SessionSpec;
-use ferrolb_tests::bgp_sessions::{Command, SessionThread};
+use ferrolb_tests::bgp_sessions::{Command, SessionThread, session_spec};
 use ferrolb_tests::bird::{self, Bird, Neighbor, RouterConfig};
 use ferrolb_tests::netlab::run;
 use ferrolb_tests::router_link::{IPV4, RouterLink};
@@ -37,27 +35,11 @@ struct Mode {
 }
 
 fn spec(bfd: bool) -> SessionSpec {
-    let mut fsm = bgp::Config::new(64513, 64512, IPV4.node.parse().unwrap());
-    fsm.hold_time = Duration::from_secs(u64::from(HOLD_TIME));
-    fsm.connect_time = Duration::from_secs(2);
-    fsm.backoff.initial = Duration::from_millis(200);
-    fsm.backoff.cap = Duration::from_secs(1);
-    let mut families = Families::NONE;
-    families.insert(Family::Ipv4Unicast);
-    fsm.families = families;
-    SessionSpec {
-        fsm,
-        connection: ConnectionConfig {
-            peer: SocketAddr::new(IPV4.router_ip(), 179),
-            source: None,
-            password: Vec::new(),
-            ttl: 1,
-            timeout: Duration::from_secs(2),
-        },
-        bfd: bfd.then(|| {
-            Timers::new(Duration::from_millis(100), Duration::from_millis(100), 3).unwrap()
-        }),
-    }
+    let mut spec = session_spec(64513, 64512, IPV4.node.parse().unwrap(), IPV4.router_ip());
+    spec.fsm.hold_time = Duration::from_secs(u64::from(HOLD_TIME));
+    spec.bfd = bfd
+        .then(|| Timers::new(Duration::from_millis(100), Duration::from_millis(100), 3).unwrap());
+    spec
 }
 
 /// Every packet into or out of the node's namespace dropped, or let through again.

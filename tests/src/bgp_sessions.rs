@@ -4,12 +4,15 @@
 //! benchmarks of sessions against real routers without Kubernetes.
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use ferrolb_speaker::bgp::advertisement::PeerRoutes;
+use ferrolb_speaker::bgp::{self, Families, Family};
+use ferrolb_speaker::bgp_connection::ConnectionConfig;
 use ferrolb_speaker::bgp_session_task::{SessionHandle, SessionReport, SessionSpec};
 use ferrolb_speaker::probe::enter_netns;
 use tokio::sync::mpsc;
@@ -19,6 +22,36 @@ type Report = (
     ferrolb_speaker::bgp_session_task::SessionId,
     SessionReport,
 );
+
+/// A session from `my_asn` to the router at `peer` (`peer_asn`), as the tests run them: hold
+/// time 9 s, connect retries from 200 ms backing off to 1 s, one attempt at most 2 s, the peer's
+/// address family only, from the address the kernel picks, no password, TTL 1, no BFD. Callers
+/// change what their test is about.
+pub fn session_spec(my_asn: u32, peer_asn: u32, router_id: Ipv4Addr, peer: IpAddr) -> SessionSpec {
+    let mut fsm = bgp::Config::new(my_asn, peer_asn, router_id);
+    fsm.hold_time = Duration::from_secs(9);
+    fsm.connect_time = Duration::from_secs(2);
+    fsm.backoff.initial = Duration::from_millis(200);
+    fsm.backoff.cap = Duration::from_secs(1);
+    let mut families = Families::NONE;
+    families.insert(if peer.is_ipv4() {
+        Family::Ipv4Unicast
+    } else {
+        Family::Ipv6Unicast
+    });
+    fsm.families = families;
+    SessionSpec {
+        fsm,
+        connection: ConnectionConfig {
+            peer: SocketAddr::new(peer, 179),
+            source: None,
+            password: Vec::new(),
+            ttl: 1,
+            timeout: Duration::from_secs(2),
+        },
+        bfd: None,
+    }
+}
 
 /// What the session thread is told.
 pub enum Command {

@@ -14,18 +14,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeSet;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
 use ferrolb_crds::Community;
+use ferrolb_speaker::bgp::State;
 use ferrolb_speaker::bgp::advertisement::{AdvertisedAttributes, PeerRoutes};
-use ferrolb_speaker::bgp::{self, Families, Family, State};
-use ferrolb_speaker::bgp_connection::ConnectionConfig;
 use ferrolb_speaker::bgp_session_task::SessionSpec;
-use ferrolb_tests::bgp_sessions::{Command, SessionThread};
+use ferrolb_tests::bgp_sessions::{Command, SessionThread, session_spec};
 use ferrolb_tests::bird::{self, Bird, Neighbor, RouterConfig};
 use ferrolb_tests::harness::{root_available, skip};
 use ferrolb_tests::netlab::run;
@@ -43,34 +41,17 @@ const SCALE: u32 = 10_000;
 const SETTLE: Duration = Duration::from_secs(30);
 
 fn spec(peer: IpAddr, source: Option<IpAddr>, my_asn: u32) -> SessionSpec {
-    let mut fsm = bgp::Config::new(my_asn, ROUTER_ASN, "198.51.100.2".parse().unwrap());
-    fsm.hold_time = Duration::from_secs(9);
-    fsm.connect_time = Duration::from_secs(2);
-    fsm.backoff.initial = Duration::from_millis(200);
-    fsm.backoff.cap = Duration::from_secs(1);
-    let mut families = Families::NONE;
-    families.insert(if peer.is_ipv4() {
-        Family::Ipv4Unicast
-    } else {
-        Family::Ipv6Unicast
-    });
-    fsm.families = families;
-    SessionSpec {
-        fsm,
-        connection: ConnectionConfig {
-            peer: SocketAddr::new(peer, 179),
-            source,
-            password: Vec::new(),
-            ttl: if my_asn == ROUTER_ASN { 255 } else { 1 },
-            timeout: Duration::from_secs(2),
-        },
-        bfd: None,
+    let mut spec = session_spec(my_asn, ROUTER_ASN, Ipv4Addr::new(198, 51, 100, 2), peer);
+    spec.connection.source = source;
+    if my_asn == ROUTER_ASN {
+        spec.connection.ttl = 255;
     }
+    spec
 }
 
 fn tagged() -> AdvertisedAttributes {
     AdvertisedAttributes {
-        communities: BTreeSet::from([
+        communities: Vec::from([
             Community::Standard(64512 << 16 | 100),
             Community::Large {
                 global_admin: 64512,

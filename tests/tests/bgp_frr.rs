@@ -12,17 +12,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeSet;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure};
+use ferrolb_speaker::bgp::State;
 use ferrolb_speaker::bgp::advertisement::{AdvertisedAttributes, PeerRoutes};
-use ferrolb_speaker::bgp::{self, Families, Family, State};
-use ferrolb_speaker::bgp_connection::ConnectionConfig;
 use ferrolb_speaker::bgp_session_task::SessionSpec;
-use ferrolb_tests::bgp_sessions::{Command, SessionThread};
+use ferrolb_tests::bgp_sessions::{Command, SessionThread, session_spec};
 use ferrolb_tests::frr::{self, Daemon, DaemonSpec, Frr};
 use ferrolb_tests::harness::{root_available, skip};
 use ferrolb_tests::netlab::run;
@@ -35,29 +33,10 @@ const WRONG_SOURCE: &str = "198.51.100.3";
 const PASSWORD: &str = "s3cret-bgp";
 
 fn spec(peer: IpAddr, source: Option<IpAddr>, password: &str) -> SessionSpec {
-    let mut fsm = bgp::Config::new(64513, 64512, IPV4.node.parse().unwrap());
-    fsm.hold_time = Duration::from_secs(9);
-    fsm.connect_time = Duration::from_secs(2);
-    fsm.backoff.initial = Duration::from_millis(200);
-    fsm.backoff.cap = Duration::from_secs(1);
-    let mut families = Families::NONE;
-    families.insert(if peer.is_ipv4() {
-        Family::Ipv4Unicast
-    } else {
-        Family::Ipv6Unicast
-    });
-    fsm.families = families;
-    SessionSpec {
-        fsm,
-        connection: ConnectionConfig {
-            peer: SocketAddr::new(peer, 179),
-            source,
-            password: password.as_bytes().to_vec(),
-            ttl: 1,
-            timeout: Duration::from_secs(2),
-        },
-        bfd: None,
-    }
+    let mut spec = session_spec(64513, 64512, IPV4.node.parse().unwrap(), peer);
+    spec.connection.source = source;
+    spec.connection.password = password.as_bytes().to_vec();
+    spec
 }
 
 fn routes(prefix: &str) -> Arc<PeerRoutes> {
@@ -65,7 +44,7 @@ fn routes(prefix: &str) -> Arc<PeerRoutes> {
         [(
             prefix.parse().unwrap(),
             AdvertisedAttributes {
-                communities: BTreeSet::new(),
+                communities: Vec::new(),
                 local_pref: None,
             },
         )]

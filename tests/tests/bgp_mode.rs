@@ -30,7 +30,7 @@ use ferrolb_crds::{
     BGPAdvertisement, BGPPeer, BGPSessionState, IPAddressPool, ServiceBGPStatus,
     bgp_session_state::SessionState,
 };
-use ferrolb_tests::bird::{self, Bird, Neighbor, RouterConfig};
+use ferrolb_tests::bird::{self, Bird, RouterConfig};
 use ferrolb_tests::frr::{self, Daemon, DaemonSpec, Frr};
 use ferrolb_tests::harness::{root_available, skip};
 use ferrolb_tests::netlab::{Host, run};
@@ -320,26 +320,7 @@ fn node_addresses(cluster: &Cluster, v6: bool) -> BTreeSet<IpAddr> {
 }
 
 fn bird_config(cluster: &Cluster) -> anyhow::Result<String> {
-    let mut neighbors = Vec::new();
-    for node in &cluster.nodes {
-        let name = node.name.replace('-', "_");
-        neighbors.push(Neighbor {
-            name: format!("{name}_v4"),
-            address: IpAddr::V4(node.lan_ipv4),
-            asn: NODE_ASN,
-            password: None,
-            bfd: true,
-            local: None,
-        });
-        neighbors.push(Neighbor {
-            name: format!("{name}_v6"),
-            address: IpAddr::V6(node.lan_ipv6),
-            asn: NODE_ASN,
-            password: None,
-            bfd: false,
-            local: None,
-        });
-    }
+    let neighbors = cluster.bird_neighbors(NODE_ASN, Some(true), Some(false));
     bird::render(&RouterConfig {
         router_id: cluster.client.lan_ipv4,
         asn: ROUTER_ASN,
@@ -580,6 +561,24 @@ async fn with_bird(cluster: &mut Cluster) -> anyhow::Result<()> {
         with_hold <= Duration::from_secs(HOLD_SECONDS) + Duration::from_millis(500),
         "by hold time: {with_hold:?}"
     );
+    // node-a's speaker lives on: with its sessions down it advertises to nobody, and says so.
+    wait_for(
+        "no ServiceBGPStatus from node-a",
+        Duration::from_secs(HOLD_SECONDS + 5),
+        || async {
+            let from_a = statuses
+                .list(&Default::default())
+                .await?
+                .items
+                .into_iter()
+                .filter_map(|s| s.status)
+                .filter(|s| s.node == "node-a")
+                .count();
+            Ok((from_a == 0).then_some(()))
+        },
+    )
+    .await?;
+    println!("node-a, its sessions down, keeps no ServiceBGPStatus");
     cluster.host("node-a").set_link("lan0", true)?;
     drop(bird);
     drop(outside);

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use ferrolb_crds::{ServiceL2Status, ServiceL2StatusStatus};
 use ferrolb_speaker::registration::Registration;
-use ferrolb_speaker::statuses::{Desired, DesiredStatuses, ObjectKey, StatusWriter};
+use ferrolb_speaker::statuses::{Desired, DesiredSender, DesiredStatuses, ObjectKey, StatusWriter};
 use ferrolb_tests::apiserver::{ApiServerConfig, ApiServerHandle};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Service};
@@ -192,7 +192,8 @@ async fn statuses_are_written_owned_and_only_this_nodes_are_deleted() {
         )
     };
     let both: DesiredStatuses = [desired("web", &uids[0]), desired("db", &uids[1])].into();
-    let (sender, receiver) = watch::channel(both);
+    let (sender, receiver) = DesiredSender::channel();
+    sender.set(both);
     let writer = tokio::spawn(
         StatusWriter::<ServiceL2Status>::new(client.clone(), "node-a", "ferrolb-system")
             .run(receiver),
@@ -226,7 +227,7 @@ async fn statuses_are_written_owned_and_only_this_nodes_are_deleted() {
         )
         .await
         .unwrap();
-    sender.send_replace(DesiredStatuses::new());
+    sender.set(DesiredStatuses::new());
     wait(|| async { statuses.get_opt("web").await.unwrap().is_none() }).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let db = statuses.get("db").await.unwrap();

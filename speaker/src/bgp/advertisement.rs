@@ -6,13 +6,13 @@
 //! The node facts (exclusion label, NetworkUnavailable), pools and Services (with the nodes
 //! holding endpoints, for externalTrafficPolicy Local) are the ones the layer-2 election reads.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use ferrolb_crds::{BGPAdvertisementSpec, BGPPeerSpec, Community};
 use ipnet::IpNet;
 
-use crate::election::{NodeFacts, PoolFacts, ServiceFacts, ServiceId};
+use crate::election::{NodeFacts, PoolFacts, ServiceId, Services};
 
 /// A BGPPeer as the decision needs it. `order` sorts peers oldest first (creation time, then
 /// name), so that of two peers for one router the older wins everywhere alike.
@@ -34,7 +34,9 @@ pub struct AdvertisementFacts {
 /// AS path, and whether LOCAL_PREF may be sent at all).
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct AdvertisedAttributes {
-    pub communities: BTreeSet<Community>,
+    /// Sorted, without repeats. A vector, not a set: there is one per route, and a set's
+    /// smallest allocation is ten times that of one or two communities.
+    pub communities: Vec<Community>,
     /// The highest asked for when several advertisements cover the prefix.
     pub local_pref: Option<u32>,
 }
@@ -49,14 +51,22 @@ pub struct BgpView<'a> {
     pub peers: &'a [PeerFacts],
     pub advertisements: &'a [AdvertisementFacts],
     pub pools: &'a [PoolFacts],
-    pub services: &'a [ServiceFacts],
+    pub services: &'a Services,
 }
 
-/// Where one Service is advertised from this node.
+/// Where one Service is advertised from this node. Both sorted, without repeats, and small
+/// (vectors rather than sets: one per Service, with thousands of Services).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ServiceAdvertisement {
-    pub peers: BTreeSet<String>,
-    pub prefixes: BTreeSet<IpNet>,
+    pub peers: Vec<String>,
+    pub prefixes: Vec<IpNet>,
+}
+
+/// Inserts `item` into the sorted `items` unless it is there.
+fn insert_sorted<T: Ord>(items: &mut Vec<T>, item: T) {
+    if let Err(at) = items.binary_search(&item) {
+        items.insert(at, item);
+    }
 }
 
 /// The decision for this node.
@@ -159,7 +169,7 @@ pub fn decide(view: BgpView<'_>) -> Decision {
             (pool, covering)
         })
         .collect();
-    for service in view.services {
+    for service in view.services.values() {
         if service.local_traffic_policy && !service.endpoint_nodes.contains(&view.node.name) {
             continue;
         }
@@ -179,14 +189,16 @@ pub fn decide(view: BgpView<'_>) -> Decision {
                             continue;
                         };
                         let attributes = routes.entry(prefix).or_default();
-                        attributes
-                            .communities
-                            .extend(advertisement.spec.communities.iter().copied());
+                        for community in &advertisement.spec.communities {
+                            insert_sorted(&mut attributes.communities, *community);
+                        }
                         attributes.local_pref =
                             attributes.local_pref.max(advertisement.spec.local_pref);
                         let entry = decision.services.entry(service.id.clone()).or_default();
-                        entry.peers.insert(peer.name.clone());
-                        entry.prefixes.insert(prefix);
+                        if let Err(at) = entry.peers.binary_search(&peer.name) {
+                            entry.peers.insert(at, peer.name.clone());
+                        }
+                        insert_sorted(&mut entry.prefixes, prefix);
                     }
                 }
             }

@@ -4,3 +4,4 @@
 pub mod lease;
 pub mod node;
 pub mod service;
+pub mod service_index;

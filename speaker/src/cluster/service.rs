@@ -15,6 +15,17 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// a ready or serving endpoint of it among `slices` (the caller passes the Service's slices;
 /// others are ignored). None for other Services.
 pub fn service_facts(service: &Service, slices: &[EndpointSlice]) -> Option<ServiceFacts> {
+    let mut facts = load_balancer(service)?;
+    facts.endpoint_nodes = slices
+        .iter()
+        .filter(|slice| slice_service(slice).as_ref() == Some(&facts.id))
+        .flat_map(endpoint_nodes)
+        .collect();
+    Some(facts)
+}
+
+/// [`service_facts`] without the endpoints (`endpoint_nodes` empty).
+pub fn load_balancer(service: &Service) -> Option<ServiceFacts> {
     let spec = service.spec.as_ref()?;
     if spec.type_.as_deref() != Some("LoadBalancer") {
         return None;
@@ -37,10 +48,19 @@ pub fn service_facts(service: &Service, slices: &[EndpointSlice]) -> Option<Serv
     if ips.is_empty() {
         return None;
     }
-    let endpoint_nodes = slices
+    Some(ServiceFacts {
+        id,
+        ips,
+        local_traffic_policy: spec.external_traffic_policy.as_deref() == Some("Local"),
+        endpoint_nodes: BTreeSet::new(),
+    })
+}
+
+/// The nodes holding a ready or serving endpoint in `slice`.
+pub fn endpoint_nodes(slice: &EndpointSlice) -> BTreeSet<String> {
+    slice
+        .endpoints
         .iter()
-        .filter(|slice| slice_service(slice).as_ref() == Some(&id))
-        .flat_map(|slice| &slice.endpoints)
         .filter(|endpoint| {
             // The API says a missing condition means true for both.
             let conditions = endpoint.conditions.as_ref();
@@ -48,13 +68,7 @@ pub fn service_facts(service: &Service, slices: &[EndpointSlice]) -> Option<Serv
                 || conditions.and_then(|c| c.serving).unwrap_or(true)
         })
         .filter_map(|endpoint| endpoint.node_name.clone())
-        .collect::<BTreeSet<String>>();
-    Some(ServiceFacts {
-        id,
-        ips,
-        local_traffic_policy: spec.external_traffic_policy.as_deref() == Some("Local"),
-        endpoint_nodes,
-    })
+        .collect()
 }
 
 /// The Service an EndpointSlice belongs to.

@@ -12,4 +12,4 @@ pub use candidates::{
     candidate_interfaces, gratuitous_interval,
 };
 pub use node_interfaces::{INTERFACES_ANNOTATION, PublishedInterface};
-pub use owners::{Alive, ClusterView, Election, Group, Owner, ServiceFacts, ServiceId};
+pub use owners::{Alive, ClusterView, Election, Group, Owner, ServiceFacts, ServiceId, Services};

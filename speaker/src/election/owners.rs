@@ -32,6 +32,9 @@ pub struct ServiceId {
     pub name: String,
 }
 
+/// The Services the election reads, by id: shared with the caller, never copied.
+pub type Services = BTreeMap<ServiceId, ServiceFacts>;
+
 /// A LoadBalancer Service with external IPs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ServiceFacts {
@@ -76,7 +79,7 @@ pub struct ClusterView<'a> {
     pub alive: Alive<'a>,
     pub pools: &'a [PoolFacts],
     pub advertisements: &'a [L2AdvertisementSpec],
-    pub services: &'a [ServiceFacts],
+    pub services: &'a Services,
 }
 
 /// The node answering for a group, and where.
@@ -315,7 +318,7 @@ impl Election {
 }
 
 /// Services joined into groups by shared IPs, keyed by each group's lowest IP.
-fn sharing_groups(services: &[ServiceFacts]) -> BTreeMap<IpAddr, Vec<&ServiceFacts>> {
+fn sharing_groups(services: &Services) -> BTreeMap<IpAddr, Vec<&ServiceFacts>> {
     // Union-find over IPs where each root is the lowest IP of its set, so a root is a group key.
     let mut parent: BTreeMap<IpAddr, IpAddr> = BTreeMap::new();
     fn root(parent: &BTreeMap<IpAddr, IpAddr>, mut ip: IpAddr) -> IpAddr {
@@ -327,7 +330,7 @@ fn sharing_groups(services: &[ServiceFacts]) -> BTreeMap<IpAddr, Vec<&ServiceFac
         }
         ip
     }
-    for service in services {
+    for service in services.values() {
         for &ip in &service.ips {
             parent.entry(ip).or_insert(ip);
         }
@@ -340,7 +343,7 @@ fn sharing_groups(services: &[ServiceFacts]) -> BTreeMap<IpAddr, Vec<&ServiceFac
         }
     }
     let mut groups: BTreeMap<IpAddr, Vec<&ServiceFacts>> = BTreeMap::new();
-    for service in services {
+    for service in services.values() {
         if let Some(&first) = service.ips.first() {
             groups
                 .entry(root(&parent, first))

@@ -17,6 +17,7 @@ use ferrolb_crds::{IPAddressPool, L2Advertisement, ServiceL2Status};
 use ferrolb_speaker::packet::MacAddr;
 use ferrolb_speaker::probe::{Probe, ProbeConfig, double_answers};
 use ferrolb_tests::apiserver::{ApiServerConfig, ApiServerHandle};
+use ferrolb_tests::bird::Neighbor;
 use ferrolb_tests::components::Component;
 use ferrolb_tests::netlab::{Host, NetLab, Role};
 use k8s_openapi::ByteString;
@@ -124,6 +125,37 @@ where
 }
 
 impl Cluster {
+    /// BIRD's neighbors for the lab's nodes, all in `asn`: per node, one over IPv4 when
+    /// `ipv4_bfd` is given and one over IPv6 when `ipv6_bfd` is, with BFD where it says true.
+    pub fn bird_neighbors(
+        &self,
+        asn: u32,
+        ipv4_bfd: Option<bool>,
+        ipv6_bfd: Option<bool>,
+    ) -> Vec<Neighbor> {
+        let mut neighbors = Vec::new();
+        for node in &self.nodes {
+            let name = node.name.replace('-', "_");
+            let families = [
+                ("v4", IpAddr::V4(node.lan_ipv4), ipv4_bfd),
+                ("v6", IpAddr::V6(node.lan_ipv6), ipv6_bfd),
+            ];
+            for (suffix, address, bfd) in families {
+                if let Some(bfd) = bfd {
+                    neighbors.push(Neighbor {
+                        name: format!("{name}_{suffix}"),
+                        address,
+                        asn,
+                        password: None,
+                        bfd,
+                        local: None,
+                    });
+                }
+            }
+        }
+        neighbors
+    }
+
     /// With the default heartbeat timings.
     pub async fn start() -> anyhow::Result<Self> {
         Self::start_with(&[]).await
@@ -262,7 +294,16 @@ impl Cluster {
     pub fn start_speaker(&mut self, name: &str) -> anyhow::Result<()> {
         let host = self.host(name).clone();
         let speaker = speaker_binary()?;
-        let mut command = host.command(speaker.to_str().context("path")?);
+        let speaker = speaker.to_str().context("path")?;
+        // FERROLB_TEST_SPEAKER_WRAPPER runs the speakers under a profiler (`heaptrack`, say).
+        let mut command = match std::env::var("FERROLB_TEST_SPEAKER_WRAPPER") {
+            Ok(wrapper) => {
+                let mut command = host.command(&wrapper);
+                command.arg(speaker);
+                command
+            }
+            Err(_) => host.command(speaker),
+        };
         command
             .env("KUBECONFIG", self.api.kubeconfig_path())
             .env("NODE_NAME", name)

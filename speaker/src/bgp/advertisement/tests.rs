@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use serde_json::json;
 
 use super::*;
-use crate::election::EXCLUDE_FROM_EXTERNAL_LOAD_BALANCERS;
+use crate::election::{EXCLUDE_FROM_EXTERNAL_LOAD_BALANCERS, ServiceFacts};
 
 fn node(name: &str, labels: &[(&str, &str)]) -> NodeFacts {
     NodeFacts {
@@ -98,7 +98,11 @@ impl World {
             peers: &self.peers,
             advertisements: &self.advertisements,
             pools: &self.pools,
-            services: &self.services,
+            services: &self
+                .services
+                .iter()
+                .map(|s| (s.id.clone(), s.clone()))
+                .collect(),
         })
     }
 }
@@ -118,7 +122,7 @@ fn every_node_advertises_each_family_on_its_own_sessions() {
         assert_eq!(prefixes(&decision, "tor"), ["198.51.100.10/32"]);
         assert_eq!(prefixes(&decision, "tor-v6"), ["2001:db8:1::10/128"]);
         let web = &decision.services[&world.services[0].id];
-        assert_eq!(web.peers, ["tor".to_string(), "tor-v6".to_string()].into());
+        assert_eq!(web.peers, ["tor", "tor-v6"]);
         assert_eq!(web.prefixes.len(), 2);
     }
 }

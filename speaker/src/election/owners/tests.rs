@@ -73,7 +73,7 @@ fn elect(
         alive: Alive::Everywhere(alive),
         pools: &pools(),
         advertisements,
-        services,
+        services: &by_id(services),
     })
 }
 
@@ -554,6 +554,11 @@ fn two_network_nodes() -> Vec<NodeFacts> {
         .to_vec()
 }
 
+/// The election's map of Services.
+fn by_id(services: &[ServiceFacts]) -> Services {
+    services.iter().map(|s| (s.id.clone(), s.clone())).collect()
+}
+
 fn elect_heard(heard: &[(&str, &[&str])], services: &[ServiceFacts]) -> Election {
     let by_interface: BTreeMap<InterfaceName, BTreeSet<String>> = heard
         .iter()
@@ -572,7 +577,7 @@ fn elect_heard(heard: &[(&str, &[&str])], services: &[ServiceFacts]) -> Election
         },
         pools: &pools(),
         advertisements: &[L2AdvertisementSpec::default()],
-        services,
+        services: &by_id(services),
     })
 }
 
