@@ -150,6 +150,12 @@ impl Election {
                     )
                 })
                 .collect();
+            // No L2Advertisement covers any of its IPs: never announced, so no node is a
+            // candidate. Not kept: with thousands of BGP-only Services the groups would cost
+            // megabytes and every election a pass over them.
+            if covering_ips.iter().all(|(_, covering)| covering.is_empty()) {
+                continue;
+            }
             let covering_on = |ip_covering: &'_ [usize], selected_by: &'_ [bool]| {
                 ip_covering
                     .iter()

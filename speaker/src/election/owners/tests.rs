@@ -223,7 +223,11 @@ fn ips_in_no_pool_have_no_owner() {
         &[service("a", &["2001:db8:99::1"])],
     );
     assert_eq!(election.owner_of(ip("2001:db8:99::1")), None);
-    assert!(election.group_of(ip("2001:db8:99::1")).is_some());
+    assert!(
+        election.group_of(ip("2001:db8:99::1")).is_none(),
+        "never announced: no group is kept"
+    );
+    assert!(election.ips_without_owner().is_empty());
 }
 
 #[test]
