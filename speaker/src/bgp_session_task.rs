@@ -630,7 +630,7 @@ mod tests {
     #[test]
     fn routes_take_the_local_address_as_next_hop_and_share_equal_attributes() {
         let mut routes = PeerRoutes::new();
-        let tagged = AdvertisedAttributes {
+        let tagged = Arc::new(AdvertisedAttributes {
             communities: Vec::from([
                 Community::Standard(64512 << 16 | 100),
                 Community::Large {
@@ -640,13 +640,10 @@ mod tests {
                 },
             ]),
             local_pref: Some(200),
-        };
+        });
         routes.insert("198.51.100.200/32".parse().unwrap(), tagged.clone());
         routes.insert("198.51.100.201/32".parse().unwrap(), tagged);
-        routes.insert(
-            "2001:db8:1::200/128".parse().unwrap(),
-            AdvertisedAttributes::default(),
-        );
+        routes.insert("2001:db8:1::200/128".parse().unwrap(), Arc::default());
         let local: IpAddr = "198.51.100.10".parse().unwrap();
         let table = route_table(&routes, local);
         assert_eq!(table.len(), 2, "only the session's family");

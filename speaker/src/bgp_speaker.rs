@@ -8,7 +8,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use ferrolb_crds::bgp_peer::PeerSettings;
@@ -330,7 +329,7 @@ impl BgpSpeaker {
 
         let mut events = Vec::new();
         for (name, peer) in &settings {
-            let routes = Arc::new(decision.routes.get(*name).cloned().unwrap_or_default());
+            let routes = decision.routes.get(*name).cloned().unwrap_or_default();
             let spec = session_spec(peer, inputs.addresses, inputs.passwords);
             let slot = self
                 .peers

@@ -110,7 +110,7 @@ fn measure(link: &RouterLink, mode: &Mode) -> anyhow::Result<Vec<Duration>> {
     let bird = Bird::start(&link.router, &config)?;
     let mut node = SessionThread::start(&link.node)?;
     let routes: Arc<PeerRoutes> = Arc::new(
-        [(PREFIX.parse()?, AdvertisedAttributes::default())]
+        [(PREFIX.parse()?, Arc::new(AdvertisedAttributes::default()))]
             .into_iter()
             .collect(),
     );

@@ -49,8 +49,8 @@ fn spec(peer: IpAddr, source: Option<IpAddr>, my_asn: u32) -> SessionSpec {
     spec
 }
 
-fn tagged() -> AdvertisedAttributes {
-    AdvertisedAttributes {
+fn tagged() -> Arc<AdvertisedAttributes> {
+    Arc::new(AdvertisedAttributes {
         communities: Vec::from([
             Community::Standard(64512 << 16 | 100),
             Community::Large {
@@ -60,20 +60,22 @@ fn tagged() -> AdvertisedAttributes {
             },
         ]),
         local_pref: Some(250),
-    }
+    })
 }
 
 fn routes(prefixes: &[&str]) -> Arc<PeerRoutes> {
+    let tagged = tagged();
     Arc::new(
         prefixes
             .iter()
-            .map(|p| (p.parse::<IpNet>().unwrap(), tagged()))
+            .map(|p| (p.parse::<IpNet>().unwrap(), Arc::clone(&tagged)))
             .collect(),
     )
 }
 
 /// 198.51.100.0/24 holds only 256 host routes, so the 10,000 are /128s inside 2001:db8:1::/64.
 fn scale_routes() -> Arc<PeerRoutes> {
+    let plain = Arc::new(AdvertisedAttributes::default());
     Arc::new(
         (0..SCALE)
             .map(|i| {
@@ -81,7 +83,7 @@ fn scale_routes() -> Arc<PeerRoutes> {
                     std::net::Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 1, (i >> 16) as u16, i as u16);
                 (
                     IpNet::new(IpAddr::V6(address), 128).unwrap(),
-                    AdvertisedAttributes::default(),
+                    Arc::clone(&plain),
                 )
             })
             .collect(),

@@ -43,10 +43,10 @@ fn routes(prefix: &str) -> Arc<PeerRoutes> {
     Arc::new(
         [(
             prefix.parse().unwrap(),
-            AdvertisedAttributes {
+            Arc::new(AdvertisedAttributes {
                 communities: Vec::new(),
                 local_pref: None,
-            },
+            }),
         )]
         .into_iter()
         .collect(),

@@ -6,8 +6,9 @@
 //! The node facts (exclusion label, NetworkUnavailable), pools and Services (with the nodes
 //! holding endpoints, for externalTrafficPolicy Local) are the ones the layer-2 election reads.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ferrolb_crds::{BGPAdvertisementSpec, BGPPeerSpec, Community};
 use ipnet::IpNet;
@@ -41,8 +42,9 @@ pub struct AdvertisedAttributes {
     pub local_pref: Option<u32>,
 }
 
-/// What this node sends to one peer.
-pub type PeerRoutes = BTreeMap<IpNet, AdvertisedAttributes>;
+/// What this node sends to one peer. Prefixes with equal attributes share them: thousands of
+/// routes usually carry a handful of distinct attribute sets.
+pub type PeerRoutes = BTreeMap<IpNet, Arc<AdvertisedAttributes>>;
 
 /// Everything the decision reads.
 #[derive(Clone, Copy, Debug)]
@@ -54,11 +56,12 @@ pub struct BgpView<'a> {
     pub services: &'a Services,
 }
 
-/// Where one Service is advertised from this node. Both sorted, without repeats, and small
-/// (vectors rather than sets: one per Service, with thousands of Services).
+/// Where one Service is advertised from this node. Both sorted, without repeats, and small:
+/// one per Service, with thousands of Services, so the peer list (nearly always the same few
+/// peers) is shared between them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ServiceAdvertisement {
-    pub peers: Vec<String>,
+    pub peers: Arc<[String]>,
     pub prefixes: Vec<IpNet>,
 }
 
@@ -69,11 +72,21 @@ fn insert_sorted<T: Ord>(items: &mut Vec<T>, item: T) {
     }
 }
 
+/// The one shared copy of `key`'s value in `cache`, made by `make` the first time.
+fn shared<K: Eq + std::hash::Hash, V: ?Sized>(
+    cache: &mut HashMap<K, Arc<V>>,
+    key: K,
+    make: impl FnOnce(&K) -> Arc<V>,
+) -> Arc<V> {
+    Arc::clone(cache.entry(key).or_insert_with_key(|key| make(key)))
+}
+
 /// The decision for this node.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Decision {
     /// Routes per peer name, for every peer this node has a session with (possibly none).
-    pub routes: BTreeMap<String, PeerRoutes>,
+    /// Peers that get the same routes share one table, which their sessions share in turn.
+    pub routes: BTreeMap<String, Arc<PeerRoutes>>,
     /// Per Service, which peers get which of its prefixes.
     pub services: BTreeMap<ServiceId, ServiceAdvertisement>,
     /// Peers that select this node but are not used, with why (shown in BGPSessionState).
@@ -139,72 +152,101 @@ fn prefix_for(ip: IpAddr, advertisement: &BGPAdvertisementSpec) -> Option<IpNet>
 /// What this node advertises, to whom.
 pub fn decide(view: BgpView<'_>) -> Decision {
     let (peers, skipped_peers) = session_peers(view.node, view.peers);
-    let mut decision = Decision {
-        routes: peers
+    let mut routes: Vec<PeerRoutes> = vec![PeerRoutes::new(); peers.len()];
+    let mut services = BTreeMap::new();
+    if view.node.may_announce() && !peers.is_empty() {
+        // Per pool, the advertisements that cover it from this node and fit it.
+        let usable: Vec<(&PoolFacts, Vec<&AdvertisementFacts>)> = view
+            .pools
             .iter()
-            .map(|peer| (peer.name.clone(), PeerRoutes::new()))
-            .collect(),
-        services: BTreeMap::new(),
-        skipped_peers,
-    };
-    if !view.node.may_announce() || peers.is_empty() {
-        return decision;
-    }
-    // Per pool, the advertisements that cover it from this node and fit it.
-    let usable: Vec<(&PoolFacts, Vec<&AdvertisementFacts>)> = view
-        .pools
-        .iter()
-        .map(|pool| {
-            let covering = view
-                .advertisements
-                .iter()
-                .filter(|a| {
-                    a.spec.selects_pool(&pool.name, &pool.labels)
-                        && a.spec.selects_node(&view.node.labels)
-                        && a.spec
-                            .aggregation_problem(&pool.name, &pool.addresses)
-                            .is_none()
-                })
-                .collect();
-            (pool, covering)
-        })
-        .collect();
-    for service in view.services.values() {
-        if service.local_traffic_policy && !service.endpoint_nodes.contains(&view.node.name) {
-            continue;
-        }
-        for &ip in &service.ips {
-            for (_, covering) in usable
-                .iter()
-                .filter(|(pool, _)| pool.addresses.contains(ip))
-            {
-                for advertisement in covering {
-                    let Some(prefix) = prefix_for(ip, &advertisement.spec) else {
-                        continue;
-                    };
-                    for peer in peers.iter().filter(|peer| {
-                        advertisement.spec.selects_peer(&peer.name) && family_matches(&prefix, peer)
-                    }) {
-                        let Some(routes) = decision.routes.get_mut(&peer.name) else {
+            .map(|pool| {
+                let covering = view
+                    .advertisements
+                    .iter()
+                    .filter(|a| {
+                        a.spec.selects_pool(&pool.name, &pool.labels)
+                            && a.spec.selects_node(&view.node.labels)
+                            && a.spec
+                                .aggregation_problem(&pool.name, &pool.addresses)
+                                .is_none()
+                    })
+                    .collect();
+                (pool, covering)
+            })
+            .collect();
+        let mut attribute_sets = HashMap::new();
+        let mut peer_lists = HashMap::new();
+        for service in view.services.values() {
+            if service.local_traffic_policy && !service.endpoint_nodes.contains(&view.node.name) {
+                continue;
+            }
+            let mut service_peers: Vec<usize> = Vec::new();
+            let mut prefixes = Vec::new();
+            for &ip in &service.ips {
+                for (_, covering) in usable
+                    .iter()
+                    .filter(|(pool, _)| pool.addresses.contains(ip))
+                {
+                    for advertisement in covering {
+                        let Some(prefix) = prefix_for(ip, &advertisement.spec) else {
                             continue;
                         };
-                        let attributes = routes.entry(prefix).or_default();
-                        for community in &advertisement.spec.communities {
-                            insert_sorted(&mut attributes.communities, *community);
+                        for (index, peer) in peers.iter().enumerate() {
+                            if !advertisement.spec.selects_peer(&peer.name)
+                                || !family_matches(&prefix, peer)
+                            {
+                                continue;
+                            }
+                            let table = &mut routes[index];
+                            let mut attributes: AdvertisedAttributes = table
+                                .get(&prefix)
+                                .map(|a| (**a).clone())
+                                .unwrap_or_default();
+                            for community in &advertisement.spec.communities {
+                                insert_sorted(&mut attributes.communities, *community);
+                            }
+                            attributes.local_pref =
+                                attributes.local_pref.max(advertisement.spec.local_pref);
+                            table.insert(
+                                prefix,
+                                shared(&mut attribute_sets, attributes, |a| Arc::new(a.clone())),
+                            );
+                            insert_sorted(&mut service_peers, index);
+                            insert_sorted(&mut prefixes, prefix);
                         }
-                        attributes.local_pref =
-                            attributes.local_pref.max(advertisement.spec.local_pref);
-                        let entry = decision.services.entry(service.id.clone()).or_default();
-                        if let Err(at) = entry.peers.binary_search(&peer.name) {
-                            entry.peers.insert(at, peer.name.clone());
-                        }
-                        insert_sorted(&mut entry.prefixes, prefix);
                     }
                 }
             }
+            if !service_peers.is_empty() {
+                let peers = shared(&mut peer_lists, service_peers, |indices| {
+                    indices.iter().map(|&i| peers[i].name.clone()).collect()
+                });
+                services.insert(service.id.clone(), ServiceAdvertisement { peers, prefixes });
+            }
         }
     }
-    decision
+    // Peers with equal routes share one table (sessions to two routers usually get the same).
+    let mut tables: Vec<Arc<PeerRoutes>> = Vec::new();
+    let routes = peers
+        .iter()
+        .zip(routes)
+        .map(|(peer, table)| {
+            let table = match tables.iter().find(|known| ***known == table) {
+                Some(known) => Arc::clone(known),
+                None => {
+                    let table = Arc::new(table);
+                    tables.push(Arc::clone(&table));
+                    table
+                }
+            };
+            (peer.name.clone(), table)
+        })
+        .collect();
+    Decision {
+        routes,
+        services,
+        skipped_peers,
+    }
 }
 
 #[cfg(test)]

@@ -18,21 +18,18 @@
 //! remembers their deadlines ([`Session::next_timer`]) and ignores an expiry that is not due,
 //! so a late or duplicate timer event from the glue is harmless.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use ipnet::IpNet;
 
 use super::backoff::{Backoff, BackoffConfig, Jitter};
 use super::capabilities::{self, Families, Family, MAX_RESTART_TIME_SECS, Negotiated};
 use super::codec::{
     self, DecodeContext, HeaderError, Message, Notification, Open, error_code, subcode,
 };
-use super::rib_out::RibOut;
-use super::update_packing::{self, RouteAttributes, SessionEncoding};
+use super::rib_out::{RibOut, RouteTable};
+use super::update_packing::{self, SessionEncoding};
 
 /// The hold time while waiting for the peer's OPEN (RFC 4271 §8.2.2 suggests 4 minutes).
 pub const OPEN_SENT_HOLD_TIME: Duration = Duration::from_secs(240);
@@ -374,7 +371,7 @@ pub struct Session {
     rib_out: Option<RibOut>,
     /// The routes to advertise; `None` until the glue first says, so that End-of-RIB is never
     /// sent before the real table (a peer doing graceful restart would drop our routes).
-    desired: Option<BTreeMap<IpNet, Arc<RouteAttributes>>>,
+    desired: Option<Arc<RouteTable>>,
     end_of_rib_sent: bool,
     last_error: Option<SessionError>,
 }
@@ -433,8 +430,8 @@ impl Session {
 
     /// The routes to advertise from now on. Once Established, the difference is sent at once;
     /// the first call after the session came up also sends End-of-RIB.
-    pub fn set_routes(&mut self, desired: BTreeMap<IpNet, Arc<RouteAttributes>>) -> Vec<Action> {
-        self.desired = Some(desired);
+    pub fn set_routes(&mut self, desired: impl Into<Arc<RouteTable>>) -> Vec<Action> {
+        self.desired = Some(desired.into());
         let mut actions = Vec::new();
         self.advertise(&mut actions);
         actions

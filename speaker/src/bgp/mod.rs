@@ -31,5 +31,5 @@ pub use backoff::{BackoffConfig, Jitter};
 pub use capabilities::{Families, Family, Negotiated, PeerGracefulRestart};
 pub use codec::{HeaderError, LargeCommunity, NO_ADVERTISE, NO_EXPORT, split_frame};
 pub use fsm::{Action, Config, ConfigError, Input, Session, SessionError, State, TimerKind};
-pub use rib_out::RibOut;
+pub use rib_out::{RibOut, RouteTable};
 pub use update_packing::{NextHop, RouteAttributes, SessionEncoding, Unsendable};

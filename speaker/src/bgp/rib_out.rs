@@ -14,11 +14,16 @@ use super::update_packing::{
     RouteAttributes, SessionEncoding, Unsendable, pack_announcements, pack_withdrawals,
 };
 
+/// Routes by prefix; prefixes with equal attributes share one [`RouteAttributes`].
+pub type RouteTable = BTreeMap<IpNet, Arc<RouteAttributes>>;
+
 /// What was sent to one peer on the current session.
 #[derive(Clone, Debug)]
 pub struct RibOut {
     encoding: SessionEncoding,
-    sent: BTreeMap<IpNet, Arc<RouteAttributes>>,
+    /// Once everything desired went out this is the desired table itself, shared rather than
+    /// copied: with thousands of routes a copy per session is a good part of a speaker's heap.
+    sent: Arc<RouteTable>,
     unsendable: BTreeMap<IpNet, Unsendable>,
 }
 
@@ -27,7 +32,7 @@ impl RibOut {
     pub fn new(encoding: SessionEncoding) -> Self {
         Self {
             encoding,
-            sent: BTreeMap::new(),
+            sent: Arc::default(),
             unsendable: BTreeMap::new(),
         }
     }
@@ -37,7 +42,7 @@ impl RibOut {
     }
 
     /// The routes the peer has from us.
-    pub fn sent(&self) -> &BTreeMap<IpNet, Arc<RouteAttributes>> {
+    pub fn sent(&self) -> &RouteTable {
         &self.sent
     }
 
@@ -48,18 +53,21 @@ impl RibOut {
 
     /// Forgets what was sent, so the next reconcile sends every desired route again.
     pub fn reset(&mut self) {
-        self.sent.clear();
+        self.sent = Arc::default();
     }
 
     /// Forgets what was sent in `family`: the peer asked for it again (ROUTE-REFRESH).
     pub fn forget_family(&mut self, family: Family) {
-        self.sent.retain(|prefix, _| Family::of(prefix) != family);
+        Arc::make_mut(&mut self.sent).retain(|prefix, _| Family::of(prefix) != family);
     }
 
     /// The UPDATEs that take the peer from what it has to `desired`: withdrawals first, then
     /// announcements of new and changed routes. Afterwards [`Self::sent`] is `desired` less the
     /// routes [`Self::unsendable`] lists.
-    pub fn reconcile(&mut self, desired: &BTreeMap<IpNet, Arc<RouteAttributes>>) -> Vec<Vec<u8>> {
+    pub fn reconcile(&mut self, desired: &Arc<RouteTable>) -> Vec<Vec<u8>> {
+        if Arc::ptr_eq(&self.sent, desired) {
+            return Vec::new();
+        }
         let changed = desired.iter().filter(|(prefix, attributes)| {
             self.sent
                 .get(*prefix)
@@ -80,19 +88,28 @@ impl RibOut {
             .collect();
         // Withdrawals cannot fail to encode for plain prefixes; if they did, the prefixes stay
         // recorded as sent and the next reconcile tries again.
-        let mut messages = Vec::new();
-        if let Ok(withdrawals) = pack_withdrawals(stale.iter().copied(), &self.encoding) {
-            messages = withdrawals;
-            for prefix in &stale {
-                self.sent.remove(prefix);
-            }
-        }
+        let withdrawals = pack_withdrawals(stale.iter().copied(), &self.encoding);
+        let withdrawn = withdrawals.is_ok();
+        let mut messages = withdrawals.unwrap_or_default();
         messages.extend(packed.messages);
-        for (prefix, attributes) in desired {
-            if !self.unsendable.contains_key(prefix) {
-                self.sent.insert(*prefix, Arc::clone(attributes));
+        self.sent = if withdrawn && self.unsendable.is_empty() {
+            Arc::clone(desired)
+        } else {
+            let mut sent: RouteTable = desired
+                .iter()
+                .filter(|(prefix, _)| !self.unsendable.contains_key(*prefix))
+                .map(|(prefix, attributes)| (*prefix, Arc::clone(attributes)))
+                .collect();
+            if !withdrawn {
+                for prefix in &stale {
+                    if let Some(attributes) = self.sent.get(prefix) {
+                        sent.entry(*prefix)
+                            .or_insert_with(|| Arc::clone(attributes));
+                    }
+                }
             }
-        }
+            Arc::new(sent)
+        };
         messages
     }
 }
@@ -152,6 +169,11 @@ mod tests {
         prefix.parse().unwrap()
     }
 
+    /// Each call with a table of its own, as the glue gives after every change.
+    fn reconcile(rib: &mut RibOut, desired: &RouteTable) -> Vec<Vec<u8>> {
+        rib.reconcile(&Arc::new(desired.clone()))
+    }
+
     const NH4: NextHop = NextHop::V4(Ipv4Addr::new(192, 0, 2, 10));
 
     #[test]
@@ -161,15 +183,15 @@ mod tests {
             (v4("198.51.100.1/32"), attributes(NH4, None)),
             (v4("198.51.100.2/32"), attributes(NH4, None)),
         ]);
-        let first = rib.reconcile(&desired);
+        let first = reconcile(&mut rib, &desired);
         assert_eq!(first.len(), 1);
-        assert!(rib.reconcile(&desired).is_empty(), "nothing changed");
+        assert!(reconcile(&mut rib, &desired).is_empty(), "nothing changed");
 
         // One attribute change, one withdrawal, one addition.
         desired.insert(v4("198.51.100.1/32"), attributes(NH4, Some(NO_EXPORT)));
         desired.remove(&v4("198.51.100.2/32"));
         desired.insert(v4("198.51.100.3/32"), attributes(NH4, None));
-        let updates = decode_all(&rib.reconcile(&desired));
+        let updates = decode_all(&reconcile(&mut rib, &desired));
         let withdrawn: Vec<_> = updates.iter().flat_map(|u| u.withdrawn.clone()).collect();
         let announced: BTreeSet<_> = updates.iter().flat_map(|u| u.announced.clone()).collect();
         assert_eq!(withdrawn, vec![v4("198.51.100.2/32")]);
@@ -179,6 +201,23 @@ mod tests {
         );
         // Withdrawals come first.
         assert!(!updates[0].withdrawn.is_empty());
+    }
+
+    #[test]
+    fn what_was_sent_is_the_desired_table_itself() {
+        let mut rib = RibOut::new(session());
+        let desired = Arc::new(BTreeMap::from([(
+            v4("198.51.100.1/32"),
+            attributes(NH4, None),
+        )]));
+        assert_eq!(rib.reconcile(&desired).len(), 1);
+        assert!(std::ptr::eq(rib.sent(), &*desired), "shared, not copied");
+        assert!(rib.reconcile(&desired).is_empty());
+        // Asked again for the family: the shared table is left alone, the peer gets it anew.
+        rib.forget_family(Family::Ipv4Unicast);
+        assert!(rib.sent().is_empty());
+        assert_eq!(desired.len(), 1);
+        assert_eq!(rib.reconcile(&desired).len(), 1);
     }
 
     #[test]
@@ -192,22 +231,22 @@ mod tests {
             (v4("2001:db8:1::1/128"), attributes(nh6, None)),
         ]);
         let mut rib = RibOut::new(session());
-        assert_eq!(rib.reconcile(&desired).len(), 2);
+        assert_eq!(reconcile(&mut rib, &desired).len(), 2);
         rib.forget_family(Family::Ipv6Unicast);
-        let again = decode_all(&rib.reconcile(&desired));
+        let again = decode_all(&reconcile(&mut rib, &desired));
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].announced, vec![v4("2001:db8:1::1/128")]);
         rib.reset();
-        assert_eq!(rib.reconcile(&desired).len(), 2);
+        assert_eq!(reconcile(&mut rib, &desired).len(), 2);
     }
 
     #[test]
     fn a_route_that_becomes_unsendable_is_withdrawn() {
         let mut rib = RibOut::new(session());
         let prefix = v4("198.51.100.1/32");
-        rib.reconcile(&BTreeMap::from([(prefix, attributes(NH4, None))]));
+        reconcile(&mut rib, &BTreeMap::from([(prefix, attributes(NH4, None))]));
         let too_big = Arc::new(RouteAttributes::new(NH4).with_communities(0..1100));
-        let updates = decode_all(&rib.reconcile(&BTreeMap::from([(prefix, too_big)])));
+        let updates = decode_all(&reconcile(&mut rib, &BTreeMap::from([(prefix, too_big)])));
         assert_eq!(updates.len(), 1);
         assert_eq!(updates[0].withdrawn, vec![prefix]);
         assert!(rib.sent().is_empty());
@@ -257,14 +296,16 @@ mod tests {
                     rib.reset();
                     peer.clear();
                 }
-                apply(&mut peer, &rib.reconcile(desired));
+                let shared = Arc::new(desired.clone());
+                apply(&mut peer, &rib.reconcile(&shared));
                 let expected: BTreeMap<IpNet, Vec<u32>> = desired
                     .iter()
                     .map(|(p, a)| (*p, a.communities().to_vec()))
                     .collect();
                 prop_assert_eq!(&peer, &expected);
                 prop_assert_eq!(rib.sent(), desired);
-                prop_assert!(rib.reconcile(desired).is_empty());
+                prop_assert!(rib.reconcile(&shared).is_empty());
+                prop_assert!(reconcile(&mut rib, desired).is_empty());
             }
         }
     }

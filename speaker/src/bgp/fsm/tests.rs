@@ -12,7 +12,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::bgp::capabilities::PeerGracefulRestart;
 use crate::bgp::codec::{Capability, GracefulRestart, RouteRefresh};
-use crate::bgp::update_packing::NextHop;
+use crate::bgp::update_packing::{NextHop, RouteAttributes};
 
 const LOCAL_ASN: u32 = 64512;
 const PEER_ASN: u32 = 64513;
