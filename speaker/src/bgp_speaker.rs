@@ -529,8 +529,8 @@ impl BgpSpeaker {
                     status.since = Some(rfc3339(*at));
                 }
                 let key = ObjectKey {
-                    namespace: namespace.to_owned(),
-                    name: bgp_session_state::object_name(&self.node, peer),
+                    namespace: namespace.into(),
+                    name: bgp_session_state::object_name(&self.node, peer).into(),
                 };
                 let desired = Desired {
                     owner: crate::statuses::owner("v1", "Node", &self.node, node_uid),
@@ -585,7 +585,7 @@ impl BgpSpeaker {
                 let uid = uid_of(id)?;
                 let status = ServiceBGPStatusStatus {
                     node: self.node.clone(),
-                    service_name: id.name.clone(),
+                    service_name: id.name.to_string(),
                     peers,
                     prefixes: advertised
                         .prefixes
@@ -596,7 +596,7 @@ impl BgpSpeaker {
                 Some((
                     ObjectKey {
                         namespace: id.namespace.clone(),
-                        name: service_bgp_status::object_name(&id.name, &self.node),
+                        name: service_bgp_status::object_name(&id.name, &self.node).into(),
                     },
                     Desired::owned_by_service(&id.name, &uid, status),
                 ))

@@ -706,7 +706,7 @@ impl SpeakerState {
                     id.clone(),
                     ServiceL2StatusStatus {
                         node: self.node.clone(),
-                        service_name: id.name.clone(),
+                        service_name: id.name.to_string(),
                         interfaces: interfaces.into_iter().collect(),
                         ips: service.ips.iter().map(IpAddr::to_string).collect(),
                     },

@@ -112,11 +112,12 @@ impl NodeStatus for BGPSessionState {
     }
 }
 
-/// Where an object lives.
+/// Where an object lives. Shared strings: a Service's status is keyed by its namespace and
+/// (for layer 2) its name, and the writer keeps the key of everything it wrote.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ObjectKey {
-    pub namespace: String,
-    pub name: String,
+    pub namespace: Arc<str>,
+    pub name: Arc<str>,
 }
 
 /// What this node should have written as one object.
@@ -223,8 +224,8 @@ impl<K: NodeStatus> StatusWriter<K> {
     ) -> Result<(), kube::Error> {
         let api = self.api(&key.namespace);
         let object = K::empty(ObjectMeta {
-            name: Some(key.name.clone()),
-            namespace: Some(key.namespace.clone()),
+            name: Some(key.name.to_string()),
+            namespace: Some(key.namespace.to_string()),
             owner_references: Some(vec![desired.owner.clone()]),
             labels: (!desired.labels.is_empty()).then(|| desired.labels.clone()),
             ..Default::default()
@@ -290,7 +291,13 @@ impl<K: NodeStatus> StatusWriter<K> {
                 if object.written().map(K::node_of) != Some(self.node.as_str()) {
                     continue;
                 }
-                self.written.insert(ObjectKey { namespace, name }, None);
+                self.written.insert(
+                    ObjectKey {
+                        namespace: namespace.into(),
+                        name: name.into(),
+                    },
+                    None,
+                );
             }
             match page.metadata.continue_.filter(|token| !token.is_empty()) {
                 Some(token) => params = params.continue_token(&token),

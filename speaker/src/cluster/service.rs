@@ -31,8 +31,8 @@ pub fn load_balancer(service: &Service) -> Option<ServiceFacts> {
         return None;
     }
     let id = ServiceId {
-        namespace: service.metadata.namespace.clone()?,
-        name: service.metadata.name.clone()?,
+        namespace: service.metadata.namespace.as_deref()?.into(),
+        name: service.metadata.name.as_deref()?.into(),
     };
     let mut ips: Vec<IpAddr> = service
         .status
@@ -74,13 +74,14 @@ pub fn endpoint_nodes(slice: &EndpointSlice) -> BTreeSet<String> {
 /// The Service an EndpointSlice belongs to.
 pub fn slice_service(slice: &EndpointSlice) -> Option<ServiceId> {
     Some(ServiceId {
-        namespace: slice.metadata.namespace.clone()?,
+        namespace: slice.metadata.namespace.as_deref()?.into(),
         name: slice
             .metadata
             .labels
             .as_ref()?
             .get(SERVICE_NAME_LABEL)?
-            .clone(),
+            .as_str()
+            .into(),
     })
 }
 

@@ -4,6 +4,7 @@
 //! a full pass per event.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use ferrolb_crds::service_class::qualifies;
 use k8s_openapi::api::core::v1::{ObjectReference, Service};
@@ -51,6 +52,8 @@ pub struct ServiceIndex {
     slices_synced: bool,
     /// The slices of each Service, to gather its endpoints without a pass over all slices.
     slices_of: BTreeMap<ServiceId, BTreeSet<SliceKey>>,
+    /// One string per namespace, for the ids of all its Services.
+    namespaces: BTreeSet<Arc<str>>,
 }
 
 impl ServiceIndex {
@@ -65,6 +68,7 @@ impl ServiceIndex {
             slices_relist: None,
             slices_synced: false,
             slices_of: BTreeMap::new(),
+            namespaces: BTreeSet::new(),
         }
     }
 
@@ -73,19 +77,34 @@ impl ServiceIndex {
         self.services_synced && self.slices_synced
     }
 
-    fn entry(&self, service: &Service) -> Option<(ServiceId, ServiceEntry)> {
+    fn entry(&mut self, service: &Service) -> Option<(ServiceId, ServiceEntry)> {
         if !qualifies(service, self.lb_class.as_deref()) {
             return None;
         }
-        let facts = load_balancer(service)?;
+        let mut facts = load_balancer(service)?;
+        facts.id.namespace = self.shared_namespace(&facts.id.namespace);
         let uid = service.metadata.uid.clone().unwrap_or_default();
         Some((facts.id.clone(), ServiceEntry { uid, facts }))
     }
 
+    fn shared_namespace(&mut self, namespace: &Arc<str>) -> Arc<str> {
+        if let Some(known) = self.namespaces.get(&**namespace) {
+            return Arc::clone(known);
+        }
+        self.namespaces.insert(Arc::clone(namespace));
+        Arc::clone(namespace)
+    }
+
+    /// Forgets the namespaces no Service id holds any more.
+    fn forget_unused_namespaces(&mut self) {
+        self.namespaces
+            .retain(|namespace| Arc::strong_count(namespace) > 1);
+    }
+
     fn id_of(service: &Service) -> Option<ServiceId> {
         Some(ServiceId {
-            namespace: service.metadata.namespace.clone()?,
-            name: service.metadata.name.clone()?,
+            namespace: service.metadata.namespace.as_deref()?.into(),
+            name: service.metadata.name.as_deref()?.into(),
         })
     }
 
@@ -106,6 +125,7 @@ impl ServiceIndex {
             Event::InitDone => {
                 self.services = self.services_relist.take().unwrap_or_default();
                 self.services_synced = true;
+                self.forget_unused_namespaces();
                 ServicesChanged::All
             }
             Event::Apply(service) => {
@@ -125,6 +145,7 @@ impl ServiceIndex {
             }
             Event::Delete(service) => match Self::id_of(&service) {
                 Some(id) if self.services.remove(&id).is_some() => {
+                    self.forget_unused_namespaces();
                     ServicesChanged::Some([id].into())
                 }
                 _ => ServicesChanged::Nothing,
@@ -276,8 +297,8 @@ impl ServiceIndex {
         Some(ObjectReference {
             api_version: Some("v1".into()),
             kind: Some("Service".into()),
-            namespace: Some(id.namespace.clone()),
-            name: Some(id.name.clone()),
+            namespace: Some(id.namespace.to_string()),
+            name: Some(id.name.to_string()),
             uid: Some(self.uid(id)?.to_owned()),
             ..Default::default()
         })
@@ -467,5 +488,25 @@ mod tests {
         assert_eq!(index.service_event(Event::InitDone), ServicesChanged::All);
         let ids: Vec<ServiceId> = index.all_facts().map(|f| f.id).collect();
         assert_eq!(ids, [id("new")]);
+    }
+
+    #[test]
+    fn services_of_one_namespace_share_its_name_until_none_is_left() {
+        let mut index = synced();
+        for (name, ip) in [("web", "198.51.100.7"), ("api", "198.51.100.8")] {
+            index.service_event(Event::Apply(service(name, "Cluster", Some(ip))));
+        }
+        let web = index.facts(&id("web")).unwrap();
+        let api = index.facts(&id("api")).unwrap();
+        assert!(Arc::ptr_eq(&web.id.namespace, &api.id.namespace));
+        drop((web, api));
+        for name in ["web", "api"] {
+            index.service_event(Event::Delete(service(
+                name,
+                "Cluster",
+                Some("198.51.100.7"),
+            )));
+        }
+        assert!(index.namespaces.is_empty());
     }
 }

@@ -26,10 +26,12 @@ use super::candidates::{
 };
 use super::rendezvous;
 
+/// A Service by namespace and name. Shared strings: the id is a key in the Service index, the
+/// election's facts, the BGP decision and the status writers, once per Service each.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ServiceId {
-    pub namespace: String,
-    pub name: String,
+    pub namespace: Arc<str>,
+    pub name: Arc<str>,
 }
 
 /// The Services the election reads, by id: shared with the caller, never copied.
@@ -50,7 +52,7 @@ impl Default for ServiceId {
     fn default() -> Self {
         Self {
             namespace: "default".into(),
-            name: String::new(),
+            name: "".into(),
         }
     }
 }

@@ -364,7 +364,7 @@ fn arb_service(index: usize) -> impl Strategy<Value = ServiceFacts> {
         .prop_map(move |(ips, local, endpoints)| ServiceFacts {
             id: ServiceId {
                 namespace: "shop".into(),
-                name: format!("svc-{index}"),
+                name: format!("svc-{index}").into(),
             },
             ips: ips.into_iter().map(|i| ip(ADDRESSES[i])).collect(),
             local_traffic_policy: local,
