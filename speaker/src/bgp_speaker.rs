@@ -8,11 +8,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use ferrolb_crds::bgp_peer::PeerSettings;
 use ferrolb_crds::bgp_session_state::{self, BfdState, NODE_LABEL, PEER_LABEL, SessionState};
-use ferrolb_crds::{BGPSessionStateStatus, ServiceBGPStatusStatus, service_bgp_status};
+use ferrolb_crds::{BGPSessionStateStatus, service_bgp_status};
 use ipnet::IpNet;
 
 use crate::bfd::Timers;
@@ -21,7 +22,7 @@ use crate::bgp::{self, Families, Family, State};
 use crate::bgp_connection::ConnectionConfig;
 use crate::bgp_session_task::{Reports, SessionHandle, SessionId, SessionReport, SessionSpec};
 use crate::election::ServiceId;
-use crate::statuses::{Desired, DesiredObjects, ObjectKey};
+use crate::statuses::{Desired, DesiredObjects, ObjectKey, ServiceRoutes};
 
 /// At most one Warning event per peer and reason in this interval (a session retrying against
 /// a wrong ASN fails every backoff period).
@@ -234,7 +235,7 @@ pub enum BgpEvent {
 }
 
 pub struct BgpSpeaker {
-    node: String,
+    node: Arc<str>,
     peers: BTreeMap<String, PeerSlot>,
     decision: Decision,
     reports: Reports,
@@ -253,7 +254,7 @@ impl BgpSpeaker {
     /// Sessions report to `reports`; feed each to [`BgpSpeaker::report`].
     pub fn new(node: &str, reports: Reports) -> Self {
         Self {
-            node: node.to_owned(),
+            node: node.into(),
             peers: BTreeMap::new(),
             decision: Decision::default(),
             reports,
@@ -501,7 +502,7 @@ impl BgpSpeaker {
             .iter()
             .map(|(peer, slot)| {
                 let mut status = BGPSessionStateStatus {
-                    node: self.node.clone(),
+                    node: self.node.to_string(),
                     peer: peer.clone(),
                     peer_address: slot.address.clone(),
                     bfd_state: slot.bfd.then_some(BfdState::Down),
@@ -533,7 +534,7 @@ impl BgpSpeaker {
                     name: bgp_session_state::object_name(&self.node, peer).into(),
                 };
                 let desired = Desired {
-                    owner: crate::statuses::owner("v1", "Node", &self.node, node_uid),
+                    owner: crate::statuses::owner("v1", "Node", Arc::clone(&self.node), node_uid),
                     labels: BTreeMap::from([
                         (
                             NODE_LABEL.to_owned(),
@@ -566,45 +567,48 @@ impl BgpSpeaker {
     /// Services without one are left out). A node whose sessions are all down has none.
     pub fn service_statuses(
         &self,
-        uid_of: impl Fn(&ServiceId) -> Option<String>,
-    ) -> DesiredObjects<ServiceBGPStatusStatus> {
+        uid_of: impl Fn(&ServiceId) -> Option<Arc<str>>,
+    ) -> DesiredObjects<ServiceRoutes> {
         let established = self.established_peers();
         self.decision
             .services
             .iter()
             .filter_map(|(id, advertised)| {
-                let peers: Vec<String> = advertised
+                let peers: Arc<[String]> = if advertised
                     .peers
                     .iter()
-                    .filter(|peer| established.contains(peer.as_str()))
-                    .cloned()
-                    .collect();
+                    .all(|p| established.contains(p.as_str()))
+                {
+                    Arc::clone(&advertised.peers)
+                } else {
+                    advertised
+                        .peers
+                        .iter()
+                        .filter(|peer| established.contains(peer.as_str()))
+                        .cloned()
+                        .collect()
+                };
                 if peers.is_empty() {
                     return None;
                 }
                 let uid = uid_of(id)?;
-                let status = ServiceBGPStatusStatus {
-                    node: self.node.clone(),
-                    service_name: id.name.to_string(),
+                let status = ServiceRoutes {
+                    node: Arc::clone(&self.node),
+                    service_name: Arc::clone(&id.name),
                     peers,
-                    prefixes: advertised
-                        .prefixes
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect(),
+                    prefixes: advertised.prefixes.clone(),
                 };
                 Some((
                     ObjectKey {
-                        namespace: id.namespace.clone(),
+                        namespace: Arc::clone(&id.namespace),
                         name: service_bgp_status::object_name(&id.name, &self.node).into(),
                     },
-                    Desired::owned_by_service(&id.name, &uid, status),
+                    Desired::owned_by_service(Arc::clone(&id.name), uid, status),
                 ))
             })
             .collect()
     }
 
-    /// Sessions up, and routes advertised, per peer: for the metrics.
     pub fn sessions(&self) -> impl Iterator<Item = (&str, Option<&SessionReport>)> {
         self.peers
             .iter()
@@ -770,12 +774,15 @@ mod tests {
         speaker
             .peers
             .insert("tor-b".into(), slot(Some(State::Active)));
-        let uid = |_: &ServiceId| Some("uid-1".to_owned());
+        let uid = |_: &ServiceId| Some(Arc::from("uid-1"));
         let statuses = speaker.service_statuses(uid);
         let only: Vec<_> = statuses.values().collect();
         assert_eq!(only.len(), 1);
-        assert_eq!(only[0].status.peers, ["tor-a"]);
-        assert_eq!(only[0].status.prefixes, ["198.51.100.200/32"]);
+        assert_eq!(*only[0].status.peers, ["tor-a"]);
+        assert_eq!(
+            only[0].status.prefixes,
+            ["198.51.100.200/32".parse::<IpNet>().unwrap()]
+        );
 
         // Every session down: the node advertises nothing, so it has no status for the Service.
         speaker

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use ferrolb_crds::{
     BGPAdvertisement, BGPPeer, BGPSessionState, BGPSessionStateStatus, IPAddressPool,
-    InterfaceName, L2Advertisement, ServiceBGPStatus, ServiceBGPStatusStatus,
+    InterfaceName, L2Advertisement, ServiceBGPStatus,
 };
 use futures::StreamExt;
 use futures::stream::{BoxStream, SelectAll};
@@ -52,7 +52,7 @@ use crate::netlink::LinkMonitor;
 use crate::registration::{Registration, lease_selector};
 use crate::speaker_state::SpeakerState;
 use crate::statuses::{
-    Desired, DesiredObjects, DesiredSender, DesiredStatuses, ObjectKey, StatusWriter,
+    Desired, DesiredObjects, DesiredSender, DesiredStatuses, ObjectKey, ServiceRoutes, StatusWriter,
 };
 use crate::thread_priority::set_current_thread_nice;
 
@@ -229,7 +229,7 @@ struct Speaker {
     passwords: Passwords,
     password_secrets_tx: watch::Sender<BTreeSet<String>>,
     session_states_tx: DesiredSender<BGPSessionStateStatus>,
-    bgp_statuses_tx: DesiredSender<ServiceBGPStatusStatus>,
+    bgp_statuses_tx: DesiredSender<ServiceRoutes>,
     namespace: String,
     interfaces_tx: watch::Sender<String>,
     statuses_tx: DesiredSender<ferrolb_crds::ServiceL2StatusStatus>,
@@ -452,7 +452,7 @@ impl Speaker {
     fn update_service_bgp_statuses(&mut self) {
         let statuses = self
             .bgp
-            .service_statuses(|id| self.services.uid(id).map(str::to_owned));
+            .service_statuses(|id| self.services.uid(id).cloned());
         self.bgp_statuses_tx.set(statuses);
     }
 
@@ -858,7 +858,8 @@ impl Speaker {
             .into_iter()
             .filter_map(|(id, status)| {
                 let uid = self.services.uid(&id)?;
-                let desired = Desired::owned_by_service(&id.name, uid, status);
+                let desired =
+                    Desired::owned_by_service(Arc::clone(&id.name), Arc::clone(uid), status);
                 Some((
                     ObjectKey {
                         namespace: id.namespace,

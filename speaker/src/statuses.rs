@@ -16,6 +16,7 @@ use ferrolb_crds::{
     ServiceBGPStatusSpec, ServiceBGPStatusStatus, ServiceL2Status, ServiceL2StatusSpec,
     ServiceL2StatusStatus,
 };
+use ipnet::IpNet;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{
@@ -46,6 +47,8 @@ pub trait NodeStatus:
     + 'static
 {
     type Status: Clone + Debug + PartialEq + Hash + Serialize + Send + Sync + 'static;
+    /// The status as the speaker keeps it until written: it must serialize as `Status` does.
+    type Desired: Clone + Debug + PartialEq + Hash + Serialize + Send + Sync + 'static;
     /// Leftovers are listed in the speakers' namespace by the node label (the kind lives
     /// there), rather than in every namespace.
     const IN_SYSTEM_NAMESPACE: bool;
@@ -57,6 +60,7 @@ pub trait NodeStatus:
 
 impl NodeStatus for ServiceL2Status {
     type Status = ServiceL2StatusStatus;
+    type Desired = ServiceL2StatusStatus;
     const IN_SYSTEM_NAMESPACE: bool = false;
 
     fn empty(metadata: ObjectMeta) -> Self {
@@ -76,6 +80,7 @@ impl NodeStatus for ServiceL2Status {
 
 impl NodeStatus for ServiceBGPStatus {
     type Status = ServiceBGPStatusStatus;
+    type Desired = ServiceRoutes;
     const IN_SYSTEM_NAMESPACE: bool = false;
 
     fn empty(metadata: ObjectMeta) -> Self {
@@ -95,6 +100,7 @@ impl NodeStatus for ServiceBGPStatus {
 
 impl NodeStatus for BGPSessionState {
     type Status = BGPSessionStateStatus;
+    type Desired = BGPSessionStateStatus;
     const IN_SYSTEM_NAMESPACE: bool = true;
 
     fn empty(metadata: ObjectMeta) -> Self {
@@ -124,13 +130,17 @@ pub struct ObjectKey {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Desired<S> {
     /// The object goes with its owner (the Service, or the Node for a session state).
-    pub owner: OwnerReference,
+    pub owner: Owner,
     pub labels: BTreeMap<String, String>,
     pub status: S,
 }
 
 impl<S> Desired<S> {
-    pub fn owned_by_service(name: &str, uid: &str, status: S) -> Self {
+    pub fn owned_by_service(
+        name: impl Into<Arc<str>>,
+        uid: impl Into<Arc<str>>,
+        status: S,
+    ) -> Self {
         Self {
             owner: owner("v1", "Service", name, uid),
             labels: BTreeMap::new(),
@@ -139,16 +149,72 @@ impl<S> Desired<S> {
     }
 }
 
-/// An owner reference that makes the owner the object's controller.
-pub fn owner(api_version: &str, kind: &str, name: &str, uid: &str) -> OwnerReference {
-    OwnerReference {
-        api_version: api_version.into(),
-        kind: kind.into(),
+/// An object's owner, to be made its controller. Kept as shared strings and turned into an
+/// OwnerReference only when written: there is one per Service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    pub api_version: &'static str,
+    pub kind: &'static str,
+    pub name: Arc<str>,
+    pub uid: Arc<str>,
+}
+
+impl Owner {
+    pub fn reference(&self) -> OwnerReference {
+        OwnerReference {
+            api_version: self.api_version.into(),
+            kind: self.kind.into(),
+            name: self.name.to_string(),
+            uid: self.uid.to_string(),
+            controller: Some(true),
+            block_owner_deletion: None,
+        }
+    }
+}
+
+pub fn owner(
+    api_version: &'static str,
+    kind: &'static str,
+    name: impl Into<Arc<str>>,
+    uid: impl Into<Arc<str>>,
+) -> Owner {
+    Owner {
+        api_version,
+        kind,
         name: name.into(),
         uid: uid.into(),
-        controller: Some(true),
-        block_owner_deletion: None,
     }
+}
+
+/// A ServiceBGPStatus's status as this node keeps it: the strings shared with the Service's id
+/// and the BGP decision, the prefixes as prefixes. Serializes as [`ServiceBGPStatusStatus`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceRoutes {
+    #[serde(serialize_with = "shared_str")]
+    pub node: Arc<str>,
+    #[serde(serialize_with = "shared_str")]
+    pub service_name: Arc<str>,
+    #[serde(skip_serializing_if = "is_empty", serialize_with = "each")]
+    pub peers: Arc<[String]>,
+    #[serde(skip_serializing_if = "Vec::is_empty", serialize_with = "each_as_text")]
+    pub prefixes: Vec<IpNet>,
+}
+
+fn shared_str<S: serde::Serializer>(value: &Arc<str>, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(value)
+}
+
+fn is_empty(items: &Arc<[String]>) -> bool {
+    items.is_empty()
+}
+
+fn each<S: serde::Serializer>(items: &Arc<[String]>, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_seq(items.iter())
+}
+
+fn each_as_text<S: serde::Serializer>(items: &[IpNet], serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_seq(items.iter().map(ToString::to_string))
 }
 
 pub type DesiredObjects<S> = BTreeMap<ObjectKey, Desired<S>>;
@@ -220,13 +286,13 @@ impl<K: NodeStatus> StatusWriter<K> {
     async fn write(
         &self,
         key: &ObjectKey,
-        desired: &Desired<K::Status>,
+        desired: &Desired<K::Desired>,
     ) -> Result<(), kube::Error> {
         let api = self.api(&key.namespace);
         let object = K::empty(ObjectMeta {
             name: Some(key.name.to_string()),
             namespace: Some(key.namespace.to_string()),
-            owner_references: Some(vec![desired.owner.clone()]),
+            owner_references: Some(vec![desired.owner.reference()]),
             labels: (!desired.labels.is_empty()).then(|| desired.labels.clone()),
             ..Default::default()
         });
@@ -308,7 +374,7 @@ impl<K: NodeStatus> StatusWriter<K> {
     }
 
     /// One pass; true when everything was written.
-    async fn reconcile(&mut self, desired: &DesiredObjects<K::Status>) -> bool {
+    async fn reconcile(&mut self, desired: &DesiredObjects<K::Desired>) -> bool {
         let mut complete = true;
         for (key, want) in desired {
             let fingerprint = fingerprint(&want.status);
@@ -346,7 +412,7 @@ impl<K: NodeStatus> StatusWriter<K> {
     }
 
     /// Follows `desired` until it closes, and leaves nothing behind once it was emptied.
-    pub async fn run(mut self, mut desired: DesiredReceiver<K::Status>) {
+    pub async fn run(mut self, mut desired: DesiredReceiver<K::Desired>) {
         let mut adopted = false;
         loop {
             if !adopted {
@@ -370,5 +436,56 @@ impl<K: NodeStatus> StatusWriter<K> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_routes_are_written_as_a_service_bgp_status_status() {
+        let routes = ServiceRoutes {
+            node: "node-a".into(),
+            service_name: "web".into(),
+            peers: Arc::from(["tor-a".to_owned(), "tor-b".to_owned()]),
+            prefixes: vec![
+                "198.51.100.200/32".parse().unwrap(),
+                "2001:db8:1::200/128".parse().unwrap(),
+            ],
+        };
+        let written = ServiceBGPStatusStatus {
+            node: "node-a".into(),
+            service_name: "web".into(),
+            peers: vec!["tor-a".into(), "tor-b".into()],
+            prefixes: vec!["198.51.100.200/32".into(), "2001:db8:1::200/128".into()],
+        };
+        assert_eq!(
+            serde_json::to_value(&routes).unwrap(),
+            serde_json::to_value(&written).unwrap()
+        );
+        let empty = ServiceRoutes {
+            peers: Arc::from([]),
+            prefixes: Vec::new(),
+            ..routes
+        };
+        let empty_written = ServiceBGPStatusStatus {
+            peers: Vec::new(),
+            prefixes: Vec::new(),
+            ..written
+        };
+        assert_eq!(
+            serde_json::to_value(&empty).unwrap(),
+            serde_json::to_value(&empty_written).unwrap()
+        );
+    }
+
+    #[test]
+    fn an_owner_is_written_as_the_controlling_reference() {
+        let reference = owner("v1", "Service", "web", "uid-1").reference();
+        assert_eq!(reference.kind, "Service");
+        assert_eq!(reference.name, "web");
+        assert_eq!(reference.uid, "uid-1");
+        assert_eq!(reference.controller, Some(true));
     }
 }

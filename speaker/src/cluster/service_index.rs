@@ -27,7 +27,7 @@ pub enum ServicesChanged {
 /// One Service this node may announce: a LoadBalancer Service of FerroLB's class with an IP.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct ServiceEntry {
-    uid: String,
+    uid: Arc<str>,
     /// Its facts without endpoints; those come from the slices.
     facts: ServiceFacts,
 }
@@ -83,7 +83,7 @@ impl ServiceIndex {
         }
         let mut facts = load_balancer(service)?;
         facts.id.namespace = self.shared_namespace(&facts.id.namespace);
-        let uid = service.metadata.uid.clone().unwrap_or_default();
+        let uid = service.metadata.uid.as_deref().unwrap_or_default().into();
         Some((facts.id.clone(), ServiceEntry { uid, facts }))
     }
 
@@ -285,10 +285,10 @@ impl ServiceIndex {
         self.services.keys().filter_map(|id| self.facts(id))
     }
 
-    pub fn uid(&self, id: &ServiceId) -> Option<&str> {
+    pub fn uid(&self, id: &ServiceId) -> Option<&Arc<str>> {
         self.services
             .get(id)
-            .map(|entry| entry.uid.as_str())
+            .map(|entry| &entry.uid)
             .filter(|uid| !uid.is_empty())
     }
 
@@ -299,7 +299,7 @@ impl ServiceIndex {
             kind: Some("Service".into()),
             namespace: Some(id.namespace.to_string()),
             name: Some(id.name.to_string()),
-            uid: Some(self.uid(id)?.to_owned()),
+            uid: Some(self.uid(id)?.to_string()),
             ..Default::default()
         })
     }
@@ -402,7 +402,7 @@ mod tests {
             Some("198.51.100.7"),
         )));
         assert_eq!(changed, ServicesChanged::Some([id("web")].into()));
-        assert_eq!(index.uid(&id("web")), Some("uid-web"));
+        assert_eq!(index.uid(&id("web")).map(|uid| &**uid), Some("uid-web"));
         let ip = "198.51.100.7".parse().unwrap();
         assert_eq!(index.services_with(ip).collect::<Vec<_>>(), [&id("web")]);
         let reference = index.reference(&id("web")).unwrap();
