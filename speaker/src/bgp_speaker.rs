@@ -22,7 +22,7 @@ use crate::bgp::{self, Families, Family, State};
 use crate::bgp_connection::ConnectionConfig;
 use crate::bgp_session_task::{Reports, SessionHandle, SessionId, SessionReport, SessionSpec};
 use crate::election::ServiceId;
-use crate::statuses::{Desired, DesiredObjects, ObjectKey, ServiceRoutes};
+use crate::statuses::{Desired, DesiredObjects, ObjectKey, ServiceRoutes, keep_unchanged};
 
 /// At most one Warning event per peer and reason in this interval (a session retrying against
 /// a wrong ASN fails every backoff period).
@@ -497,6 +497,7 @@ impl BgpSpeaker {
         &self,
         namespace: &str,
         node_uid: &str,
+        previous: &DesiredObjects<BGPSessionStateStatus>,
     ) -> DesiredObjects<BGPSessionStateStatus> {
         self.peers
             .iter()
@@ -544,7 +545,7 @@ impl BgpSpeaker {
                     ]),
                     status,
                 };
-                (key, desired)
+                keep_unchanged(previous, key, desired)
             })
             .collect()
     }
@@ -568,6 +569,7 @@ impl BgpSpeaker {
     pub fn service_statuses(
         &self,
         uid_of: impl Fn(&ServiceId) -> Option<Arc<str>>,
+        previous: &DesiredObjects<ServiceRoutes>,
     ) -> DesiredObjects<ServiceRoutes> {
         let established = self.established_peers();
         self.decision
@@ -598,13 +600,12 @@ impl BgpSpeaker {
                     peers,
                     prefixes: advertised.prefixes.clone(),
                 };
-                Some((
-                    ObjectKey {
-                        namespace: Arc::clone(&id.namespace),
-                        name: service_bgp_status::object_name(&id.name, &self.node).into(),
-                    },
-                    Desired::owned_by_service(Arc::clone(&id.name), uid, status),
-                ))
+                let key = ObjectKey {
+                    namespace: Arc::clone(&id.namespace),
+                    name: service_bgp_status::object_name(&id.name, &self.node).into(),
+                };
+                let desired = Desired::owned_by_service(Arc::clone(&id.name), uid, status);
+                Some(keep_unchanged(previous, key, desired))
             })
             .collect()
     }
@@ -775,7 +776,7 @@ mod tests {
             .peers
             .insert("tor-b".into(), slot(Some(State::Active)));
         let uid = |_: &ServiceId| Some(Arc::from("uid-1"));
-        let statuses = speaker.service_statuses(uid);
+        let statuses = speaker.service_statuses(uid, &DesiredObjects::new());
         let only: Vec<_> = statuses.values().collect();
         assert_eq!(only.len(), 1);
         assert_eq!(*only[0].status.peers, ["tor-a"]);
@@ -784,12 +785,30 @@ mod tests {
             ["198.51.100.200/32".parse::<IpNet>().unwrap()]
         );
 
+        // Rebuilt with nothing changed, the statuses are the earlier ones, not copies; once
+        // the second session is up, the Service's status is a new one.
+        let again = speaker.service_statuses(uid, &statuses);
+        assert_eq!(again, statuses);
+        assert!(Arc::ptr_eq(again.values().next().unwrap(), only[0]));
+        speaker
+            .peers
+            .insert("tor-b".into(), slot(Some(State::Established)));
+        let both = speaker.service_statuses(uid, &statuses);
+        assert_eq!(
+            *both.values().next().unwrap().status.peers,
+            ["tor-a", "tor-b"]
+        );
+        assert!(!Arc::ptr_eq(both.values().next().unwrap(), only[0]));
+        speaker
+            .peers
+            .insert("tor-b".into(), slot(Some(State::Active)));
+
         // Every session down: the node advertises nothing, so it has no status for the Service.
         speaker
             .peers
             .insert("tor-a".into(), slot(Some(State::Idle)));
-        assert!(speaker.service_statuses(uid).is_empty());
+        assert!(speaker.service_statuses(uid, &statuses).is_empty());
         speaker.peers.insert("tor-a".into(), slot(None));
-        assert!(speaker.service_statuses(uid).is_empty());
+        assert!(speaker.service_statuses(uid, &statuses).is_empty());
     }
 }

@@ -52,7 +52,8 @@ use crate::netlink::LinkMonitor;
 use crate::registration::{Registration, lease_selector};
 use crate::speaker_state::SpeakerState;
 use crate::statuses::{
-    Desired, DesiredObjects, DesiredSender, DesiredStatuses, ObjectKey, ServiceRoutes, StatusWriter,
+    Desired, DesiredObjects, DesiredSender, DesiredStatuses, ObjectKey, ServiceRoutes,
+    StatusWriter, keep_unchanged,
 };
 use crate::thread_priority::set_current_thread_nice;
 
@@ -450,9 +451,11 @@ impl Speaker {
 
     /// The ServiceBGPStatuses follow the decision and which sessions are Established.
     fn update_service_bgp_statuses(&mut self) {
+        let previous = self.bgp_statuses_tx.current();
         let statuses = self
             .bgp
-            .service_statuses(|id| self.services.uid(id).cloned());
+            .service_statuses(|id| self.services.uid(id).cloned(), &previous);
+        drop(previous);
         self.bgp_statuses_tx.set(statuses);
     }
 
@@ -465,7 +468,9 @@ impl Speaker {
         else {
             return;
         };
-        let states = self.bgp.session_states(&self.namespace, &uid);
+        let previous = self.session_states_tx.current();
+        let states = self.bgp.session_states(&self.namespace, &uid, &previous);
+        drop(previous);
         self.session_states_tx.set(states);
     }
 
@@ -853,6 +858,7 @@ impl Speaker {
     }
 
     fn desired_statuses(&self) -> DesiredStatuses {
+        let previous = self.statuses_tx.current();
         self.state
             .statuses()
             .into_iter()
@@ -860,13 +866,11 @@ impl Speaker {
                 let uid = self.services.uid(&id)?;
                 let desired =
                     Desired::owned_by_service(Arc::clone(&id.name), Arc::clone(uid), status);
-                Some((
-                    ObjectKey {
-                        namespace: id.namespace,
-                        name: id.name,
-                    },
-                    desired,
-                ))
+                let key = ObjectKey {
+                    namespace: id.namespace,
+                    name: id.name,
+                };
+                Some(keep_unchanged(&previous, key, desired))
             })
             .collect()
     }

@@ -217,7 +217,10 @@ fn each_as_text<S: serde::Serializer>(items: &[IpNet], serializer: S) -> Result<
     serializer.collect_seq(items.iter().map(ToString::to_string))
 }
 
-pub type DesiredObjects<S> = BTreeMap<ObjectKey, Desired<S>>;
+/// Each object shared: a rebuilt set reuses the objects that did not change (see
+/// [`keep_unchanged`]), so the set the writer is still working through, the one
+/// waiting in the channel and a new one cost one copy of each object rather than three.
+pub type DesiredObjects<S> = BTreeMap<ObjectKey, Arc<Desired<S>>>;
 
 /// The desired objects as a writer receives them: shared, not copied (with thousands of
 /// Services each copy would cost megabytes).
@@ -232,6 +235,11 @@ impl<S: PartialEq> DesiredSender<S> {
         (Self(sender), receiver)
     }
 
+    /// The set the writer was last given.
+    pub fn current(&self) -> Arc<DesiredObjects<S>> {
+        Arc::clone(&self.0.borrow())
+    }
+
     /// Replaces the desired objects when they differ, which wakes the writer.
     pub fn set(&self, desired: DesiredObjects<S>) {
         self.0.send_if_modified(|current| {
@@ -241,6 +249,19 @@ impl<S: PartialEq> DesiredSender<S> {
             }
             changed
         });
+    }
+}
+
+/// `key`'s entry for a set replacing `previous`: the previous one when `desired` equals it (its
+/// key and object shared), else a new one.
+pub fn keep_unchanged<S: PartialEq>(
+    previous: &DesiredObjects<S>,
+    key: ObjectKey,
+    desired: Desired<S>,
+) -> (ObjectKey, Arc<Desired<S>>) {
+    match previous.get_key_value(&key) {
+        Some((known, object)) if **object == desired => (known.clone(), Arc::clone(object)),
+        _ => (key, Arc::new(desired)),
     }
 }
 

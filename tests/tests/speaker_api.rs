@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferrolb_crds::{ServiceL2Status, ServiceL2StatusStatus};
@@ -179,7 +180,7 @@ async fn statuses_are_written_owned_and_only_this_nodes_are_deleted() {
                 namespace: "shop".into(),
                 name: name.into(),
             },
-            Desired::owned_by_service(
+            Arc::new(Desired::owned_by_service(
                 name,
                 uid,
                 ServiceL2StatusStatus {
@@ -188,7 +189,7 @@ async fn statuses_are_written_owned_and_only_this_nodes_are_deleted() {
                     interfaces: vec![ferrolb_crds::InterfaceName::new("lan0").unwrap()],
                     ips: vec!["198.51.100.200".into()],
                 },
-            ),
+            )),
         )
     };
     let both: DesiredStatuses = [desired("web", &uids[0]), desired("db", &uids[1])].into();
