@@ -132,8 +132,10 @@ impl ServiceIndex {
                 let Some(id) = Self::id_of(&service) else {
                     return ServicesChanged::Nothing;
                 };
+                // Keyed by the entry's own id: its strings are the interned namespace and the
+                // facts' name, where `id` would be a second copy of both.
                 let before = match self.entry(&service) {
-                    Some((_, entry)) => self.services.insert(id.clone(), entry.clone()),
+                    Some((key, entry)) => self.services.insert(key, entry),
                     None => self.services.remove(&id),
                 };
                 let after = self.services.get(&id);
