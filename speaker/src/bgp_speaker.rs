@@ -398,7 +398,7 @@ impl BgpSpeaker {
     fn service_events(&self, decision: &Decision) -> Vec<BgpEvent> {
         let mut events = Vec::new();
         for (service, now) in &decision.services {
-            if self.decision.services.get(service) == Some(now) {
+            if self.decision.service(service) == Some(now) {
                 continue;
             }
             let prefixes: Vec<String> = now.prefixes.iter().map(ToString::to_string).collect();
@@ -414,8 +414,8 @@ impl BgpSpeaker {
                 ),
             });
         }
-        for service in self.decision.services.keys() {
-            if !decision.services.contains_key(service) {
+        for (service, _) in &self.decision.services {
+            if decision.service(service).is_none() {
                 events.push(BgpEvent::Service {
                     service: service.clone(),
                     reason: "BGPWithdrawn",
@@ -762,13 +762,13 @@ mod tests {
             namespace: "shop".into(),
             name: "web".into(),
         };
-        speaker.decision.services.insert(
+        speaker.decision.services.push((
             web.clone(),
             advertisement::ServiceAdvertisement {
                 peers: ["tor-a", "tor-b"].map(String::from).into(),
-                prefixes: ["198.51.100.200/32".parse().unwrap()].into(),
+                prefixes: ["198.51.100.200/32".parse().unwrap()].into_iter().collect(),
             },
-        );
+        ));
         speaker
             .peers
             .insert("tor-a".into(), slot(Some(State::Established)));
@@ -781,7 +781,7 @@ mod tests {
         assert_eq!(only.len(), 1);
         assert_eq!(*only[0].status.peers, ["tor-a"]);
         assert_eq!(
-            only[0].status.prefixes,
+            only[0].status.prefixes.as_slice(),
             ["198.51.100.200/32".parse::<IpNet>().unwrap()]
         );
 

@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferrolb_crds::{InterfaceName, L2AdvertisementSpec, ServiceL2StatusStatus};
@@ -336,13 +337,23 @@ impl SpeakerState {
         self.networks_stale = true;
     }
 
-    pub fn set_services(&mut self, services: impl IntoIterator<Item = ServiceFacts>) {
-        self.services = services.into_iter().map(|s| (s.id.clone(), s)).collect();
+    pub fn set_services(
+        &mut self,
+        services: impl IntoIterator<Item = impl Into<Arc<ServiceFacts>>>,
+    ) {
+        self.services = services
+            .into_iter()
+            .map(|s| {
+                let s = s.into();
+                (s.id.clone(), s)
+            })
+            .collect();
         self.inputs_changed = true;
     }
 
     /// One Service's facts, new or changed.
-    pub fn upsert_service(&mut self, facts: ServiceFacts) {
+    pub fn upsert_service(&mut self, facts: impl Into<Arc<ServiceFacts>>) {
+        let facts = facts.into();
         if self.services.get(&facts.id) != Some(&facts) {
             self.services.insert(facts.id.clone(), facts);
             self.inputs_changed = true;

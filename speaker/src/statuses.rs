@@ -26,7 +26,10 @@ use kube::{Api, Client, Resource};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
+use smallvec::SmallVec;
 use tokio::sync::watch;
+
+use crate::bgp::advertisement::ServicePrefixes;
 
 pub const FIELD_MANAGER: &str = "ferrolb-speaker";
 const RETRY_DELAY: Duration = Duration::from_secs(1);
@@ -197,8 +200,11 @@ pub struct ServiceRoutes {
     pub service_name: Arc<str>,
     #[serde(skip_serializing_if = "is_empty", serialize_with = "each")]
     pub peers: Arc<[String]>,
-    #[serde(skip_serializing_if = "Vec::is_empty", serialize_with = "each_as_text")]
-    pub prefixes: Vec<IpNet>,
+    #[serde(
+        skip_serializing_if = "SmallVec::is_empty",
+        serialize_with = "each_as_text"
+    )]
+    pub prefixes: ServicePrefixes,
 }
 
 fn shared_str<S: serde::Serializer>(value: &Arc<str>, serializer: S) -> Result<S::Ok, S::Error> {
@@ -470,10 +476,12 @@ mod tests {
             node: "node-a".into(),
             service_name: "web".into(),
             peers: Arc::from(["tor-a".to_owned(), "tor-b".to_owned()]),
-            prefixes: vec![
+            prefixes: [
                 "198.51.100.200/32".parse().unwrap(),
                 "2001:db8:1::200/128".parse().unwrap(),
-            ],
+            ]
+            .into_iter()
+            .collect(),
         };
         let written = ServiceBGPStatusStatus {
             node: "node-a".into(),
@@ -487,7 +495,7 @@ mod tests {
         );
         let empty = ServiceRoutes {
             peers: Arc::from([]),
-            prefixes: Vec::new(),
+            prefixes: ServicePrefixes::new(),
             ..routes
         };
         let empty_written = ServiceBGPStatusStatus {

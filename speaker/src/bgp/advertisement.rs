@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use ferrolb_crds::{BGPAdvertisementSpec, BGPPeerSpec, Community};
 use ipnet::IpNet;
+use smallvec::SmallVec;
 
 use crate::election::{NodeFacts, PoolFacts, ServiceId, Services};
 
@@ -56,20 +57,21 @@ pub struct BgpView<'a> {
     pub services: &'a Services,
 }
 
+/// A Service's prefixes, sorted, without repeats: nearly always one, so kept inline.
+pub type ServicePrefixes = SmallVec<[IpNet; 1]>;
+
 /// Where one Service is advertised from this node. Both sorted, without repeats, and small:
 /// one per Service, with thousands of Services, so the peer list (nearly always the same few
 /// peers) is shared between them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ServiceAdvertisement {
     pub peers: Arc<[String]>,
-    pub prefixes: Vec<IpNet>,
+    pub prefixes: ServicePrefixes,
 }
 
-/// Inserts `item` into the sorted `items` unless it is there.
-fn insert_sorted<T: Ord>(items: &mut Vec<T>, item: T) {
-    if let Err(at) = items.binary_search(&item) {
-        items.insert(at, item);
-    }
+/// Where `item` goes in the sorted `items`; none if it is there.
+fn insertion_point<T: Ord>(items: &[T], item: &T) -> Option<usize> {
+    items.binary_search(item).err()
 }
 
 /// The one shared copy of `key`'s value in `cache`, made by `make` the first time.
@@ -87,10 +89,22 @@ pub struct Decision {
     /// Routes per peer name, for every peer this node has a session with (possibly none).
     /// Peers that get the same routes share one table, which their sessions share in turn.
     pub routes: BTreeMap<String, Arc<PeerRoutes>>,
-    /// Per Service, which peers get which of its prefixes.
-    pub services: BTreeMap<ServiceId, ServiceAdvertisement>,
+    /// Per Service, which peers get which of its prefixes; sorted by id. A vector rather than
+    /// a map: it is built in order and read in order or by binary search, and with thousands
+    /// of Services a map's nodes would cost more than the entries.
+    pub services: Vec<(ServiceId, ServiceAdvertisement)>,
     /// Peers that select this node but are not used, with why (shown in BGPSessionState).
     pub skipped_peers: BTreeMap<String, String>,
+}
+
+impl Decision {
+    /// Where `id` is advertised; none if nowhere.
+    pub fn service(&self, id: &ServiceId) -> Option<&ServiceAdvertisement> {
+        let at = self.services.binary_search_by(|(k, _)| k.cmp(id)).ok()?;
+        self.services
+            .get(at)
+            .map(|(_, advertisement)| advertisement)
+    }
 }
 
 /// The peers this node holds sessions with: those that select it and whose spec is valid;
@@ -153,7 +167,7 @@ fn prefix_for(ip: IpAddr, advertisement: &BGPAdvertisementSpec) -> Option<IpNet>
 pub fn decide(view: BgpView<'_>) -> Decision {
     let (peers, skipped_peers) = session_peers(view.node, view.peers);
     let mut routes: Vec<PeerRoutes> = vec![PeerRoutes::new(); peers.len()];
-    let mut services = BTreeMap::new();
+    let mut services = Vec::with_capacity(view.services.len());
     if view.node.may_announce() && !peers.is_empty() {
         // Per pool, the advertisements that cover it from this node and fit it.
         let usable: Vec<(&PoolFacts, Vec<&AdvertisementFacts>)> = view
@@ -180,8 +194,8 @@ pub fn decide(view: BgpView<'_>) -> Decision {
             if service.local_traffic_policy && !service.endpoint_nodes.contains(&view.node.name) {
                 continue;
             }
-            let mut service_peers: Vec<usize> = Vec::new();
-            let mut prefixes = Vec::new();
+            let mut service_peers: SmallVec<[usize; 4]> = SmallVec::new();
+            let mut prefixes = ServicePrefixes::new();
             for &ip in &service.ips {
                 for (_, covering) in usable
                     .iter()
@@ -203,7 +217,11 @@ pub fn decide(view: BgpView<'_>) -> Decision {
                                 .map(|a| (**a).clone())
                                 .unwrap_or_default();
                             for community in &advertisement.spec.communities {
-                                insert_sorted(&mut attributes.communities, *community);
+                                if let Some(at) =
+                                    insertion_point(&attributes.communities, community)
+                                {
+                                    attributes.communities.insert(at, *community);
+                                }
                             }
                             attributes.local_pref =
                                 attributes.local_pref.max(advertisement.spec.local_pref);
@@ -211,8 +229,12 @@ pub fn decide(view: BgpView<'_>) -> Decision {
                                 prefix,
                                 shared(&mut attribute_sets, attributes, |a| Arc::new(a.clone())),
                             );
-                            insert_sorted(&mut service_peers, index);
-                            insert_sorted(&mut prefixes, prefix);
+                            if let Some(at) = insertion_point(&service_peers, &index) {
+                                service_peers.insert(at, index);
+                            }
+                            if let Some(at) = insertion_point(&prefixes, &prefix) {
+                                prefixes.insert(at, prefix);
+                            }
                         }
                     }
                 }
@@ -221,10 +243,12 @@ pub fn decide(view: BgpView<'_>) -> Decision {
                 let peers = shared(&mut peer_lists, service_peers, |indices| {
                     indices.iter().map(|&i| peers[i].name.clone()).collect()
                 });
-                services.insert(service.id.clone(), ServiceAdvertisement { peers, prefixes });
+                // In id order: `view.services` is.
+                services.push((service.id.clone(), ServiceAdvertisement { peers, prefixes }));
             }
         }
     }
+    services.shrink_to_fit();
     // Peers with equal routes share one table (sessions to two routers usually get the same).
     let mut tables: Vec<Arc<PeerRoutes>> = Vec::new();
     let routes = peers

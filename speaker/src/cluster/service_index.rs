@@ -28,8 +28,9 @@ pub enum ServicesChanged {
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct ServiceEntry {
     uid: Arc<str>,
-    /// Its facts without endpoints; those come from the slices.
-    facts: ServiceFacts,
+    /// Its facts without endpoints; those come from the slices. Shared with the election for
+    /// Services whose facts need no endpoints.
+    facts: Arc<ServiceFacts>,
 }
 
 /// The nodes with endpoints in one EndpointSlice, and whose slice it is.
@@ -84,7 +85,13 @@ impl ServiceIndex {
         let mut facts = load_balancer(service)?;
         facts.id.namespace = self.shared_namespace(&facts.id.namespace);
         let uid = service.metadata.uid.as_deref().unwrap_or_default().into();
-        Some((facts.id.clone(), ServiceEntry { uid, facts }))
+        Some((
+            facts.id.clone(),
+            ServiceEntry {
+                uid,
+                facts: Arc::new(facts),
+            },
+        ))
     }
 
     fn shared_namespace(&mut self, namespace: &Arc<str>) -> Arc<str> {
@@ -265,25 +272,26 @@ impl ServiceIndex {
     }
 
     /// A Service's facts, endpoints included; none when it is not one this node may announce.
-    pub fn facts(&self, id: &ServiceId) -> Option<ServiceFacts> {
+    pub fn facts(&self, id: &ServiceId) -> Option<Arc<ServiceFacts>> {
         let entry = self.services.get(id)?;
-        let mut facts = entry.facts.clone();
-        // Only the Local policy reads the endpoints; the others need not hold a copy.
-        if facts.local_traffic_policy {
-            facts.endpoint_nodes = self
-                .slices_of
-                .get(id)
-                .into_iter()
-                .flatten()
-                .filter_map(|key| self.slices.get(key))
-                .flat_map(|slice| slice.nodes.iter().cloned())
-                .collect();
+        // Only the Local policy reads the endpoints; the others share the index's facts.
+        if !entry.facts.local_traffic_policy {
+            return Some(Arc::clone(&entry.facts));
         }
-        Some(facts)
+        let mut facts = (*entry.facts).clone();
+        facts.endpoint_nodes = self
+            .slices_of
+            .get(id)
+            .into_iter()
+            .flatten()
+            .filter_map(|key| self.slices.get(key))
+            .flat_map(|slice| slice.nodes.iter().cloned())
+            .collect();
+        Some(Arc::new(facts))
     }
 
     /// Every Service's facts.
-    pub fn all_facts(&self) -> impl Iterator<Item = ServiceFacts> + '_ {
+    pub fn all_facts(&self) -> impl Iterator<Item = Arc<ServiceFacts>> + '_ {
         self.services.keys().filter_map(|id| self.facts(id))
     }
 
@@ -446,15 +454,16 @@ mod tests {
         // A slice of a Service this node does not announce changes nothing.
         let other = index.slice_event(Event::Apply(slice("x", "unknown", &["node-a"])));
         assert_eq!(other, ServicesChanged::Nothing);
-        // The Cluster policy keeps no endpoints.
+        // The Cluster policy keeps no endpoints, and its facts are the index's own, shared
+        // rather than copied; a Local Service's are built with its endpoints.
         index.slice_event(Event::Apply(slice("cluster-1", "cluster", &["node-a"])));
-        assert!(
-            index
-                .facts(&id("cluster"))
-                .unwrap()
-                .endpoint_nodes
-                .is_empty()
-        );
+        let cluster = index.facts(&id("cluster")).unwrap();
+        assert!(cluster.endpoint_nodes.is_empty());
+        assert!(Arc::ptr_eq(&cluster, &index.facts(&id("cluster")).unwrap()));
+        assert!(!Arc::ptr_eq(
+            &index.facts(&id("local")).unwrap(),
+            &index.facts(&id("local")).unwrap()
+        ));
         // A slice moving to another node, then gone.
         index.slice_event(Event::Apply(slice("local-1", "local", &["node-c"])));
         assert_eq!(
@@ -488,7 +497,7 @@ mod tests {
             "kept until the relist ends"
         );
         assert_eq!(index.service_event(Event::InitDone), ServicesChanged::All);
-        let ids: Vec<ServiceId> = index.all_facts().map(|f| f.id).collect();
+        let ids: Vec<ServiceId> = index.all_facts().map(|f| f.id.clone()).collect();
         assert_eq!(ids, [id("new")]);
     }
 

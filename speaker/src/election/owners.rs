@@ -34,8 +34,9 @@ pub struct ServiceId {
     pub name: Arc<str>,
 }
 
-/// The Services the election reads, by id: shared with the caller, never copied.
-pub type Services = BTreeMap<ServiceId, ServiceFacts>;
+/// The Services the election reads, by id. Each Service's facts are shared with the Service
+/// index they come from: with thousands of Services, a copy per holder is megabytes.
+pub type Services = BTreeMap<ServiceId, Arc<ServiceFacts>>;
 
 /// A LoadBalancer Service with external IPs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

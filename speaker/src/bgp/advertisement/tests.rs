@@ -101,7 +101,7 @@ impl World {
             services: &self
                 .services
                 .iter()
-                .map(|s| (s.id.clone(), s.clone()))
+                .map(|s| (s.id.clone(), Arc::new(s.clone())))
                 .collect(),
         })
     }
@@ -121,7 +121,7 @@ fn every_node_advertises_each_family_on_its_own_sessions() {
         let decision = world.decide(&node(name, &[]));
         assert_eq!(prefixes(&decision, "tor"), ["198.51.100.10/32"]);
         assert_eq!(prefixes(&decision, "tor-v6"), ["2001:db8:1::10/128"]);
-        let web = &decision.services[&world.services[0].id];
+        let web = decision.service(&world.services[0].id).unwrap();
         assert_eq!(*web.peers, ["tor", "tor-v6"]);
         assert_eq!(web.prefixes.len(), 2);
     }
@@ -348,6 +348,11 @@ proptest! {
                 });
                 prop_assert!(inside, "{} reaches outside every pool", prefix);
             }
+        }
+        // Sorted by id, so that a Service's entry is found by binary search; each one found.
+        prop_assert!(decision.services.windows(2).all(|pair| pair[0].0 < pair[1].0));
+        for (id, advertised) in &decision.services {
+            prop_assert_eq!(decision.service(id), Some(advertised));
         }
         let mut shuffled = World {
             peers: world.peers.iter().rev().cloned().collect(),

@@ -560,7 +560,10 @@ fn two_network_nodes() -> Vec<NodeFacts> {
 
 /// The election's map of Services.
 fn by_id(services: &[ServiceFacts]) -> Services {
-    services.iter().map(|s| (s.id.clone(), s.clone())).collect()
+    services
+        .iter()
+        .map(|s| (s.id.clone(), Arc::new(s.clone())))
+        .collect()
 }
 
 fn elect_heard(heard: &[(&str, &[&str])], services: &[ServiceFacts]) -> Election {
