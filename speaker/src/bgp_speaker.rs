@@ -535,7 +535,11 @@ impl BgpSpeaker {
                     name: bgp_session_state::object_name(&self.node, peer).into(),
                 };
                 let desired = Desired {
-                    owner: crate::statuses::owner("v1", "Node", Arc::clone(&self.node), node_uid),
+                    owner: crate::statuses::owner(
+                        crate::statuses::OwnerKind::Node,
+                        Arc::clone(&self.node),
+                        node_uid,
+                    ),
                     labels: BTreeMap::from([
                         (
                             NODE_LABEL.to_owned(),

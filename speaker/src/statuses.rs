@@ -145,9 +145,25 @@ impl<S> Desired<S> {
         status: S,
     ) -> Self {
         Self {
-            owner: owner("v1", "Service", name, uid),
+            owner: owner(OwnerKind::Service, name, uid),
             labels: BTreeMap::new(),
             status,
+        }
+    }
+}
+
+/// The kinds of object that own what the speaker writes, all of the core API group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OwnerKind {
+    Service,
+    Node,
+}
+
+impl OwnerKind {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Service => "Service",
+            Self::Node => "Node",
         }
     }
 }
@@ -156,8 +172,7 @@ impl<S> Desired<S> {
 /// OwnerReference only when written: there is one per Service.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Owner {
-    pub api_version: &'static str,
-    pub kind: &'static str,
+    pub kind: OwnerKind,
     pub name: Arc<str>,
     pub uid: Arc<str>,
 }
@@ -165,8 +180,8 @@ pub struct Owner {
 impl Owner {
     pub fn reference(&self) -> OwnerReference {
         OwnerReference {
-            api_version: self.api_version.into(),
-            kind: self.kind.into(),
+            api_version: "v1".into(),
+            kind: self.kind.name().into(),
             name: self.name.to_string(),
             uid: self.uid.to_string(),
             controller: Some(true),
@@ -175,14 +190,8 @@ impl Owner {
     }
 }
 
-pub fn owner(
-    api_version: &'static str,
-    kind: &'static str,
-    name: impl Into<Arc<str>>,
-    uid: impl Into<Arc<str>>,
-) -> Owner {
+pub fn owner(kind: OwnerKind, name: impl Into<Arc<str>>, uid: impl Into<Arc<str>>) -> Owner {
     Owner {
-        api_version,
         kind,
         name: name.into(),
         uid: uid.into(),
@@ -511,7 +520,7 @@ mod tests {
 
     #[test]
     fn an_owner_is_written_as_the_controlling_reference() {
-        let reference = owner("v1", "Service", "web", "uid-1").reference();
+        let reference = owner(OwnerKind::Service, "web", "uid-1").reference();
         assert_eq!(reference.kind, "Service");
         assert_eq!(reference.name, "web");
         assert_eq!(reference.uid, "uid-1");
